@@ -1,0 +1,210 @@
+"""The paired-domain data module: every training step sees one source and one target batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler, random_split
+
+from dalib.data.domains import DATASETS, DomainPair
+from dalib.errors import DalibError
+from dalib.registry import split_spec
+from dalib.target_losses import UNLABELLED
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """All labels of a dataset of ``(x, y)`` pairs, read from ``targets`` when it has them."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None and hasattr(dataset, "tensors"):
+        targets = dataset.tensors[1]
+    if targets is None:
+        targets = [int(y) for _, y in dataset]
+    return torch.as_tensor(targets)
+
+
+class KeepLabels(Dataset):
+    """A view of ``dataset`` whose labels are ``UNLABELLED`` except at the ``keep`` indices."""
+
+    def __init__(self, dataset: Dataset, keep: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.keep = set(keep.tolist())
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        x, y = self.dataset[index]
+        return x, (int(y) if index in self.keep else UNLABELLED)
+
+
+def labelled_subset(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``per_class`` randomly chosen samples of every class (fewer if a class is small)."""
+    chosen = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen)
+
+
+class DomainDataModule(pl.LightningDataModule):
+    """Source and target data from a registered dataset, as paired training batches.
+
+    - Training: ``iterations_per_epoch`` steps of one source and one target batch (the anchors
+      define an "epoch" as a fixed number of iterations; by default, enough steps to see the
+      larger training domain once). Both domains are drawn without replacement and cycle.
+    - Validation and test: loader 0 is a held-out split of the labelled source data (what
+      label-free model selection may use); loader 1 is the target test split (evaluation only).
+    - Target training labels are hidden, except ``target_labels_per_class`` per class for
+      semi-supervised adaptation.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Mapping[str, Any] = "moons",
+        batch_size: int = 32,
+        eval_batch_size: int = 512,
+        iterations_per_epoch: int | None = None,
+        val_fraction: float = 0.1,
+        target_labels_per_class: int = 0,
+        split_seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise DalibError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
+        if iterations_per_epoch is not None and iterations_per_epoch < 1:
+            raise DalibError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        if not 0.0 < val_fraction < 1.0:
+            raise DalibError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if target_labels_per_class < 0:
+            raise DalibError(f"target_labels_per_class must be >= 0, got {target_labels_per_class}")
+        self.dataset_name, self.dataset_options = split_spec(dataset, "dataset")
+        DATASETS.get(self.dataset_name)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.iterations_per_epoch = iterations_per_epoch
+        self.val_fraction = val_fraction
+        self.target_labels_per_class = target_labels_per_class
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self._pair: DomainPair | None = None
+        self._splits: dict[str, Dataset] | None = None
+
+    @property
+    def pair(self) -> DomainPair:
+        """The datasets, built (generated, loaded) on first use."""
+        if self._pair is None:
+            self._pair = DATASETS.build({"name": self.dataset_name, **self.dataset_options})
+        return self._pair
+
+    @property
+    def num_classes(self) -> int:
+        return self.pair.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, checked to be the same in both domains."""
+        return self.splits["source_train"][0][0].shape
+
+    @property
+    def benchmark(self) -> str:
+        return self.pair.benchmark
+
+    @property
+    def task(self) -> str:
+        return self.pair.task
+
+    @property
+    def splits(self) -> dict[str, Dataset]:
+        """Source train/validation, target train (labels hidden) and target test, checked."""
+        if self._splits is None:
+            self._splits = self._make_splits()
+        return self._splits
+
+    def _make_splits(self) -> dict[str, Dataset]:
+        pair = self.pair
+        for name, part in [
+            ("source", pair.source),
+            ("target training", pair.target_train),
+            ("target test", pair.target_test),
+        ]:
+            if len(part) == 0:
+                raise DalibError(
+                    f"the {name} set of {self.dataset_name!r} is empty; check the dataset "
+                    "path and domain names in the config"
+                )
+        shapes = {
+            "source": tuple(pair.source[0][0].shape),
+            "target training": tuple(pair.target_train[0][0].shape),
+            "target test": tuple(pair.target_test[0][0].shape),
+        }
+        if len(set(shapes.values())) > 1:
+            found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+            raise DalibError(
+                f"source and target inputs must have the same shape, got {found}; "
+                "resize or project one domain"
+            )
+        generator = torch.Generator().manual_seed(self.split_seed)
+        n_val = max(1, round(self.val_fraction * len(pair.source)))
+        if n_val >= len(pair.source):
+            raise DalibError(
+                f"the source set has {len(pair.source)} samples, too few to hold out "
+                f"{n_val} for validation; lower val_fraction"
+            )
+        source_train, source_val = random_split(
+            pair.source, [len(pair.source) - n_val, n_val], generator=generator
+        )
+        keep = torch.empty(0, dtype=torch.long)
+        if self.target_labels_per_class > 0:
+            keep = labelled_subset(
+                dataset_labels(pair.target_train), self.target_labels_per_class, generator
+            )
+        return {
+            "source_train": source_train,
+            "source_val": source_val,
+            "target_train": KeepLabels(pair.target_train, keep),
+            "target_test": pair.target_test,
+        }
+
+    def setup(self, stage: str) -> None:
+        self.splits  # noqa: B018 - build and check the splits before any loader is asked for
+
+    def steps_per_epoch(self) -> int:
+        if self.iterations_per_epoch is not None:
+            return self.iterations_per_epoch
+        larger = max(len(self.splits["source_train"]), len(self.splits["target_train"]))
+        return max(1, math.ceil(larger / self.batch_size))
+
+    def _train_loader(self, dataset: Dataset) -> DataLoader:
+        sampler = RandomSampler(dataset, num_samples=self.steps_per_epoch() * self.batch_size)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> CombinedLoader:
+        return CombinedLoader(
+            {
+                "source": self._train_loader(self.splits["source_train"]),
+                "target": self._train_loader(self.splits["target_train"]),
+            },
+            mode="min_size",
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._eval_loader(self.splits["source_val"]), self._eval_loader(self.splits["target_test"])]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()

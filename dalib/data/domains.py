@@ -1,0 +1,28 @@
+"""A source/target pair of datasets, what every dataset factory returns, and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from dalib.registry import Registry
+
+
+@dataclass(frozen=True)
+class DomainPair:
+    """Labelled source data, target data for training, and the target test split.
+
+    ``target_train`` may carry its labels: the data module hides all but the few a
+    semi-supervised split keeps. ``target_test`` is used only for evaluation.
+    """
+
+    benchmark: str
+    task: str
+    source: Dataset
+    target_train: Dataset
+    target_test: Dataset
+    num_classes: int
+
+
+DATASETS: Registry[DomainPair] = Registry("dataset")

@@ -1,0 +1,19 @@
+"""Discrepancy measures D(f_s, f_t, ...) behind one signature, selected by name from a registry.
+
+Adding a measure: one file here with a ``@DISCREPANCIES.register("name")`` class, one import
+line below, one test file (see CONTRIBUTING.md).
+"""
+
+from dalib.discrepancy.adversarial import DomainAdversarial, DomainDiscriminator, GradientReversal
+from dalib.discrepancy.base import Discrepancy
+from dalib.discrepancy.mmd import GaussianMMD
+from dalib.discrepancy.registry import DISCREPANCIES
+
+__all__ = [
+    "DISCREPANCIES",
+    "Discrepancy",
+    "DomainAdversarial",
+    "DomainDiscriminator",
+    "GaussianMMD",
+    "GradientReversal",
+]

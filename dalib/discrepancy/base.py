@@ -1,0 +1,65 @@
+"""The one interface every discrepancy measure implements."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dalib.errors import DalibError, check_instance_weights
+
+
+class Discrepancy(nn.Module):
+    """``D(f_s, f_t, *, logits_s, logits_t, y_s, w_s, w_t) -> scalar tensor``.
+
+    The module calls every measure the same way and never branches on which one it is.
+    Adversarial measures own their discriminator and gradient-reversal layer, so their
+    parameters are trained by the same optimiser step as the rest of the model.
+    """
+
+    def forward(
+        self,
+        f_s: torch.Tensor,
+        f_t: torch.Tensor,
+        *,
+        logits_s: torch.Tensor | None = None,
+        logits_t: torch.Tensor | None = None,
+        y_s: torch.Tensor | None = None,
+        w_s: torch.Tensor | None = None,
+        w_t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def check_features(f_s: torch.Tensor, f_t: torch.Tensor) -> None:
+    """Source and target features must be non-empty (n, d) batches of the same width d."""
+    if f_s.dim() != 2 or f_t.dim() != 2:
+        raise DalibError(
+            f"a discrepancy takes (batch, features) tensors, got source {tuple(f_s.shape)} "
+            f"and target {tuple(f_t.shape)}; flatten the features first"
+        )
+    if f_s.shape[1] != f_t.shape[1]:
+        raise DalibError(
+            f"source features have {f_s.shape[1]} dimensions but target features have "
+            f"{f_t.shape[1]}; both domains must go through the same feature extractor"
+        )
+    if f_s.shape[0] == 0 or f_t.shape[0] == 0:
+        raise DalibError("a discrepancy needs at least one source and one target sample")
+
+
+def normalised_weights(w: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """Instance weights scaled to sum to one; ``None`` gives uniform weights ``1/n``."""
+    if w is None:
+        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
+    check_instance_weights("instance weights", w, n)
+    w = w.to(dtype=like.dtype)
+    return w / w.sum()
+
+
+def pairwise_sq_dists(x: torch.Tensor) -> torch.Tensor:
+    """The (n, n) matrix of squared Euclidean distances, in O(n²) memory (no (n, n, d) tensor).
+
+    Expanded as ‖a‖² + ‖b‖² - 2a·b, clamped at zero against round-off; unlike a square root of
+    ``cdist`` it has a finite gradient on the diagonal.
+    """
+    sq_norms = x.pow(2).sum(dim=1)
+    return (sq_norms[:, None] + sq_norms[None, :] - 2.0 * x @ x.T).clamp_min(0.0)

@@ -1,0 +1,6 @@
+"""Backbones (feature extractors) and the layers that follow them."""
+
+from dalib.models.backbones import BACKBONES, MLP
+from dalib.models.heads import bottleneck
+
+__all__ = ["BACKBONES", "MLP", "bottleneck"]

@@ -1,0 +1,230 @@
+"""The one LightningModule of dalib: ``L = L_s + λ(t)·L_t + γ(t)·D(f_s, f_t)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dalib.discrepancy import DISCREPANCIES
+from dalib.errors import DalibError
+from dalib.models import BACKBONES, bottleneck
+from dalib.registry import Spec, split_spec
+from dalib.schedules import inverse_decay, make_schedule
+from dalib.target_losses import TARGET_LOSSES
+
+ScheduleSpec = float | str | Mapping[str, Any]
+EVAL_DOMAINS = ("source", "target")  # validation/test loader 0 and 1 of DomainDataModule
+
+
+class NonFiniteLossError(DalibError):
+    """The training loss became NaN or infinite."""
+
+
+class DomainAdaptationModule(pl.LightningModule):
+    """Feature extractor → optional bottleneck → classifier, trained on one objective.
+
+    ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` at training progress ``p = step / max_steps``:
+
+    - ``L_s``: cross-entropy on the labelled source batch.
+    - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``).
+    - ``D``: ``discrepancy`` from the registry, on the bottleneck features (the classifier's input)
+      of the source and target batch; it also receives logits, source labels and weights.
+    - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+
+    With no discrepancy (or γ = 0) and no target loss this is plain source-only training.
+    Source and target go through the network as one batch, so BatchNorm sees both domains.
+
+    Optimiser: SGD with momentum and, with ``lr_schedule="inverse"``, the decay
+    ``lr·(1+10p)^-0.75`` of DANN/CDAN/MDD; the backbone's learning rate is
+    ``backbone_lr_mult·lr`` (0.1 for a pretrained backbone in the Office-31 protocol).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: Sequence[int],
+        backbone: Spec = "mlp",
+        bottleneck_dim: int | None = None,
+        discrepancy: Spec | None = None,
+        gamma: ScheduleSpec = 1.0,
+        target_loss: str | None = None,
+        lambda_t: ScheduleSpec = 1.0,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-3,
+        nesterov: bool = True,
+        lr_schedule: Literal["inverse", "constant"] = "inverse",
+        backbone_lr_mult: float = 1.0,
+        method: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if num_classes < 2:
+            raise DalibError(f"num_classes must be >= 2, got {num_classes}")
+        for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:
+            if not (math.isfinite(value) and value > 0):
+                raise DalibError(f"{name} must be a finite number > 0, got {value}")
+        self.backbone = BACKBONES.build(backbone, input_shape=tuple(input_shape))
+        width = self.backbone.out_features
+        self.bottleneck = nn.Identity() if bottleneck_dim is None else bottleneck(width, bottleneck_dim)
+        width = bottleneck_dim or width
+        self.head = nn.Linear(width, num_classes)
+        self.discrepancy = (
+            None
+            if discrepancy is None
+            else DISCREPANCIES.build(discrepancy, in_features=width, num_classes=num_classes)
+        )
+        self.gamma = make_schedule(gamma, "gamma")
+        self.target_loss = None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
+        self.lambda_t = make_schedule(lambda_t, "lambda_t")
+        self.method = method or self._default_method_name()
+        self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.eval_acc = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(
+                    MulticlassAccuracy(num_classes, average="micro") for _ in EVAL_DOMAINS
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    def _default_method_name(self) -> str:
+        parts = []
+        if self.discrepancy is not None:
+            parts.append(split_spec(self.hparams.discrepancy, "discrepancy")[0])
+        if self.target_loss is not None:
+            parts.append(str(self.hparams.target_loss))
+        return "+".join(parts) or "source_only"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the discrepancy aligns: backbone, then bottleneck."""
+        return self.bottleneck(self.backbone(x))
+
+    def progress(self) -> float:
+        """Training progress p in [0, 1]: global step over the total number of steps."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        return min(1.0, self.global_step / total) if math.isfinite(total) and total > 0 else 0.0
+
+    def compute_losses(
+        self, batch: Mapping[str, Sequence[torch.Tensor]], progress: float
+    ) -> dict[str, torch.Tensor]:
+        """Every term of the objective for one paired batch, and the weighted total ``loss``."""
+        x_s, y_s = batch["source"][:2]
+        x_t, y_t = batch["target"][:2]
+        n_s = x_s.shape[0]
+        f = self.features(torch.cat([x_s, x_t]))
+        logits = self.head(f)
+        f_s, f_t, logits_s, logits_t = f[:n_s], f[n_s:], logits[:n_s], logits[n_s:]
+
+        terms = {"source_ce": F.cross_entropy(logits_s, y_s)}
+        loss = terms["source_ce"]
+        terms["logits_s"] = logits_s.detach()
+        if self.target_loss is not None:
+            weight = self.lambda_t(progress)
+            terms["target_loss"] = self.target_loss(logits_t, y_t)
+            terms["lambda_t"] = torch.tensor(weight)
+            if weight != 0:
+                loss = loss + weight * terms["target_loss"]
+        if self.discrepancy is not None:
+            weight = self.gamma(progress)
+            terms["discrepancy"] = self.discrepancy(
+                f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s
+            )
+            terms["gamma"] = torch.tensor(weight)
+            if weight != 0:
+                loss = loss + weight * terms["discrepancy"]
+        terms["loss"] = loss
+        return terms
+
+    def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
+        terms = self.compute_losses(batch, self.progress())
+        if not torch.isfinite(terms["loss"]):
+            values = ", ".join(
+                f"{name}={float(value):.4g}"
+                for name, value in terms.items()
+                if name != "logits_s" and value.dim() == 0
+            )
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at step {self.global_step} ({values}); "
+                "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
+            )
+        self.train_source_acc(terms.pop("logits_s"), batch["source"][1])
+        size = batch["source"][0].shape[0]
+        self.log_dict(
+            {f"train/{name}": value for name, value in terms.items()},
+            prog_bar=False,
+            batch_size=size,
+        )
+        self.log("train/source_acc", self.train_source_acc, prog_bar=True, batch_size=size)
+        self.log("lr", self.optimizers().param_groups[-1]["lr"], batch_size=size)
+        return terms["loss"]
+
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+        x, y = batch[:2]
+        logits = self(x)
+        metric = self.eval_acc[stage][dataloader_idx]
+        metric(logits, y)
+        domain = EVAL_DOMAINS[dataloader_idx]
+        self.log(
+            f"{stage}/{domain}_acc",
+            metric,
+            prog_bar=True,
+            add_dataloader_idx=False,
+            batch_size=x.shape[0],
+        )
+        self.log(
+            f"{stage}/{domain}_ce",
+            F.cross_entropy(logits, y),
+            add_dataloader_idx=False,
+            batch_size=x.shape[0],
+        )
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""
+        backbone = list(self.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
+        groups = [
+            {"params": backbone, "lr_mult": self.hparams.backbone_lr_mult},
+            {"params": rest, "lr_mult": 1.0},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = self.parameter_groups()
+        for group in groups:
+            group["lr"] = hp.lr * group["lr_mult"]
+        optimizer = torch.optim.SGD(
+            groups,
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+            nesterov=hp.nesterov and hp.momentum > 0,
+        )
+        if hp.lr_schedule == "constant":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise DalibError("the inverse LR decay needs a finite trainer.max_epochs or max_steps")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: inverse_decay(min(1.0, step / total))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
