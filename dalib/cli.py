@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from dalib.data import DomainDataModule
 from dalib.errors import DalibError
@@ -30,8 +30,25 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+class DalibArgumentParser(LightningArgumentParser):
+    """Reports a bad command line or config key in one line instead of the full usage text."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        first_line = " ".join(message.split()) or "invalid arguments"
+        prog = self.prog.replace(" [options]", "")
+        print(f"dalib: error: {first_line} (see `{prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 class DalibCLI(LightningCLI):
-    """Links the data's shape to the model and records every ``fit`` in ``result.json``."""
+    """Links the data's shape to the model; records each run in its run directory.
+
+    ``fit`` writes ``result.json``; ``validate`` and ``test`` write ``validate_result.json`` and
+    ``test_result.json``. Only rank 0 writes, and only after the command finished: a run that
+    fails leaves earlier records and checkpoints as they were.
+    """
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -43,34 +60,58 @@ class DalibCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
-        path = run_directory(self.trainer) / RESULT_FILE
-        write_json_atomic(path, self.result_record(time.perf_counter() - self._fit_started))
-        if self.trainer.is_global_zero:
-            print(f"dalib: wrote {path}")
+        self.write_record(
+            RESULT_FILE,
+            {
+                "selected_by": "last",
+                "target_acc": self.metrics().get("val/target_acc"),
+                "source_val_acc": self.metrics().get("val/source_acc"),
+                "epochs": self.trainer.current_epoch,
+                "steps": self.trainer.global_step,
+                "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
+            },
+        )
 
-    def result_record(self, wall_time_s: float) -> dict[str, Any]:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
-        model, data = self.model, self.datamodule
-        return {
-            "method": model.method,
-            "dataset": data.benchmark,
-            "task": data.task,
+    def after_validate(self) -> None:
+        self.write_record("validate_result.json", {"ckpt_path": self.config.validate.ckpt_path})
+
+    def after_test(self) -> None:
+        self.write_record("test_result.json", {"ckpt_path": self.config.test.ckpt_path})
+
+    def metrics(self) -> dict[str, float]:
+        """The latest logged scalar metrics."""
+        return {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+
+    def write_record(self, file_name: str, fields: dict[str, Any]) -> None:
+        """Write the run record (identity, ``fields``, metrics, config, versions) atomically."""
+        if not self.trainer.is_global_zero:
+            return
+        record = {
+            "method": self.model.method,
+            "dataset": self.datamodule.benchmark,
+            "task": self.datamodule.task,
             "seed": self.config[self.subcommand].seed_everything,
-            "selected_by": "last",
-            "target_acc": metrics.get("val/target_acc"),
-            "source_val_acc": metrics.get("val/source_acc"),
-            "epochs": self.trainer.current_epoch,
-            "steps": self.trainer.global_step,
-            "metrics": metrics,
-            "wall_time_s": round(wall_time_s, 3),
+            **fields,
+            "metrics": self.metrics(),
             "versions": library_versions(),
             "config": self.config[self.subcommand].clone().as_dict(),
         }
+        path = run_directory(self.trainer) / file_name
+        write_json_atomic(path, record)
+        print(f"dalib: wrote {path}")
 
 
 def run_directory(trainer) -> Path:
-    """Where the run's logs and checkpoints go: the first logger's directory."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's own folder, ``save_dir/name/version``: where Lightning puts its checkpoints.
+
+    For CSV and TensorBoard loggers it is their ``log_dir``; for wandb it is the run's folder
+    (``save_dir/project/run_id``), not the shared ``save_dir`` that ``trainer.log_dir`` gives.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
 
 
 def main(args: list[str] | None = None) -> None:
@@ -84,6 +125,7 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            parser_class=DalibArgumentParser,
             args=args,
         )
     except DalibError as error:

@@ -32,6 +32,8 @@ def check_instance_weights(name: str, weights: torch.Tensor | None, n: int) -> N
             f"{name} must have shape ({n},), one weight per sample, got {tuple(weights.shape)}"
         )
     if not torch.isfinite(weights).all() or (weights < 0).any():
-        raise DalibError(f"{name} contains a negative, NaN or infinite weight; weights must be >= 0")
+        raise DalibError(
+            f"{name} contains a negative, NaN or infinite weight; weights must be >= 0"
+        )
     if not (weights > 0).any():
         raise DalibError(f"{name} are all zero; at least one sample needs a positive weight")

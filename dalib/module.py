@@ -38,8 +38,9 @@ class DomainAdaptationModule(pl.LightningModule):
       of the source and target batch; it also receives logits, source labels and weights.
     - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
 
-    With no discrepancy (or γ = 0) and no target loss this is plain source-only training.
-    Source and target go through the network as one batch, so BatchNorm sees both domains.
+    With no discrepancy and no target loss this is plain source-only training on the source
+    batch. Otherwise source and target go through the network as one batch, so BatchNorm sees
+    both domains (and γ = 0 adds nothing to the loss or gradients).
 
     Optimiser: SGD with momentum and, with ``lr_schedule="inverse"``, the decay
     ``lr·(1+10p)^-0.75`` of DANN/CDAN/MDD; the backbone's learning rate is
@@ -73,7 +74,9 @@ class DomainAdaptationModule(pl.LightningModule):
                 raise DalibError(f"{name} must be a finite number > 0, got {value}")
         self.backbone = BACKBONES.build(backbone, input_shape=tuple(input_shape))
         width = self.backbone.out_features
-        self.bottleneck = nn.Identity() if bottleneck_dim is None else bottleneck(width, bottleneck_dim)
+        self.bottleneck = (
+            nn.Identity() if bottleneck_dim is None else bottleneck(width, bottleneck_dim)
+        )
         width = bottleneck_dim or width
         self.head = nn.Linear(width, num_classes)
         self.discrepancy = (
@@ -82,7 +85,9 @@ class DomainAdaptationModule(pl.LightningModule):
             else DISCREPANCIES.build(discrepancy, in_features=width, num_classes=num_classes)
         )
         self.gamma = make_schedule(gamma, "gamma")
-        self.target_loss = None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
+        self.target_loss = (
+            None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
+        )
         self.lambda_t = make_schedule(lambda_t, "lambda_t")
         self.method = method or self._default_method_name()
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -121,6 +126,11 @@ class DomainAdaptationModule(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """Every term of the objective for one paired batch, and the weighted total ``loss``."""
         x_s, y_s = batch["source"][:2]
+        if self.discrepancy is None and self.target_loss is None:
+            # Source-only: the target batch does not enter the objective, so it is not computed.
+            logits_s = self(x_s)
+            loss = F.cross_entropy(logits_s, y_s)
+            return {"source_ce": loss, "logits_s": logits_s.detach(), "loss": loss}
         x_t, y_t = batch["target"][:2]
         n_s = x_s.shape[0]
         f = self.features(torch.cat([x_s, x_t]))
@@ -227,4 +237,7 @@ class DomainAdaptationModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: inverse_decay(min(1.0, step / total))
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

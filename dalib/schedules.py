@@ -6,6 +6,7 @@ the current weight is never hidden inside a layer and a resumed run continues at
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ def make_schedule(spec: float | str | Mapping[str, Any] | Schedule, what: str) -
         return spec
     if isinstance(spec, bool):
         raise DalibError(f"{what} must be a number or a schedule, got {spec!r}")
+    if isinstance(spec, str):
+        with contextlib.suppress(ValueError):  # a number from the command line: ``nan``, ``1e-2``
+            spec = float(spec)
     if isinstance(spec, int | float):
         return Constant(check_weight(what, spec))
     return SCHEDULES.build(spec)

@@ -42,8 +42,10 @@ class KeepLabels(Dataset):
         return x, (int(y) if index in self.keep else UNLABELLED)
 
 
-def labelled_subset(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``per_class`` randomly chosen samples of every class (fewer if a class is small)."""
+def labelled_subset(
+    labels: torch.Tensor, per_class: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices of ``per_class`` random samples of every class (all of a smaller class)."""
     chosen = []
     for c in labels.unique():
         members = (labels == c).nonzero().squeeze(1)
@@ -204,7 +206,10 @@ class DomainDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(self.splits["source_val"]), self._eval_loader(self.splits["target_test"])]
+        return [
+            self._eval_loader(self.splits["source_val"]),
+            self._eval_loader(self.splits["target_test"]),
+        ]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

@@ -1,0 +1,46 @@
+"""Shared helpers: run the real ``dalib`` command in-process, quietly, into a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dalib.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = REPO / "experiments" / "toy"
+
+
+def run_dalib(args: list[str], save_dir: Path) -> None:
+    """``dalib <args>`` with logs under ``save_dir`` and no progress bar."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                *args,
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+                f"--trainer.logger.init_args.save_dir={save_dir}",
+            ]
+        )
+
+
+def only_result(save_dir: Path) -> dict:
+    """The one ``result.json`` under ``save_dir``."""
+    (path,) = save_dir.rglob("result.json")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def fit_toy(tmp_path):
+    """Fit ``experiments/toy/<method>.yaml`` with extra overrides; return its result record."""
+
+    def fit(method: str, *overrides: str) -> dict:
+        save_dir = tmp_path / method
+        run_dalib(["fit", "-c", str(TOY / f"{method}.yaml"), *overrides], save_dir)
+        return only_result(save_dir)
+
+    return fit

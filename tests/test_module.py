@@ -1,0 +1,148 @@
+import copy
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dalib import DomainAdaptationModule, DomainDataModule
+from dalib.errors import DalibError
+from dalib.schedules import inverse_decay
+from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
+
+
+def paired_batch(n: int = 16, dim: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "source": (torch.randn(n, dim, generator=g), torch.randint(0, 2, (n,), generator=g)),
+        "target": (torch.randn(n, dim, generator=g) + 1.0, torch.full((n,), UNLABELLED)),
+    }
+
+
+def grads_of(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:
+    return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def test_source_only_is_plain_cross_entropy_even_with_batch_norm():
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(num_classes=2, input_shape=(2,), bottleneck_dim=8)
+    plain = nn.Sequential(
+        copy.deepcopy(module.backbone), copy.deepcopy(module.bottleneck), copy.deepcopy(module.head)
+    )
+    batch = paired_batch()
+    loss = module.compute_losses(batch, progress=0.5)["loss"]
+    expected = F.cross_entropy(plain(batch["source"][0]), batch["source"][1])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for got, want in zip(
+        grads_of(loss, list(module.parameters())),
+        grads_of(expected, list(plain.parameters())),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("discrepancy", ["mmd", "dann"])
+def test_gamma_zero_gives_the_loss_and_gradients_of_plain_cross_entropy(discrepancy):
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(
+        num_classes=2, input_shape=(2,), discrepancy=discrepancy, gamma=0.0
+    )
+    plain = nn.Sequential(copy.deepcopy(module.backbone), copy.deepcopy(module.head))
+    batch = paired_batch()
+    terms = module.compute_losses(batch, progress=0.5)
+    expected = F.cross_entropy(plain(batch["source"][0]), batch["source"][1])
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms["discrepancy"].item() > 0, "D is still computed and logged at γ = 0"
+    network = [*module.backbone.parameters(), *module.head.parameters()]
+    for got, want in zip(
+        grads_of(terms["loss"], network), grads_of(expected, list(plain.parameters())), strict=True
+    ):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_feature_extractor_gets_a_nonzero_reversed_gradient_from_the_domain_loss():
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(
+        num_classes=2,
+        input_shape=(2,),
+        bottleneck_dim=8,
+        discrepancy={"name": "dann", "hidden_dim": 16},
+        gamma=1.0,
+    )
+    batch = paired_batch()
+    extractor = [*module.backbone.parameters(), *module.bottleneck.parameters()]
+    reversed_grads = grads_of(module.compute_losses(batch, 0.5)["discrepancy"], extractor)
+    module.discrepancy.grl.coeff = -1.0  # identity: the discriminator's own gradient direction
+    plain_grads = grads_of(module.compute_losses(batch, 0.5)["discrepancy"], extractor)
+    assert sum(g.abs().sum() for g in reversed_grads) > 0
+    for got, plain in zip(reversed_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, -plain)
+
+
+def test_total_loss_weights_each_term_by_its_schedule():
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(
+        num_classes=2,
+        input_shape=(2,),
+        discrepancy="mmd",
+        gamma={"name": "dann_ramp"},
+        target_loss="entropy",
+        lambda_t=0.3,
+    )
+    terms = module.compute_losses(paired_batch(), progress=0.2)
+    gamma = 2 / (1 + math.exp(-2.0)) - 1
+    expected = terms["source_ce"] + 0.3 * terms["target_loss"] + gamma * terms["discrepancy"]
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms["gamma"].item() == pytest.approx(gamma)
+
+
+def test_entropy_and_labelled_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 3.0]])
+    p = logits.softmax(1)
+    expected = -(p * p.log()).sum(1).mean()
+    assert EntropyMinimisation()(logits, torch.zeros(3)).item() == pytest.approx(expected.item())
+    y = torch.tensor([UNLABELLED, 1, UNLABELLED])
+    ce = LabelledCrossEntropy()(logits, y)
+    assert ce.item() == pytest.approx(F.cross_entropy(logits[1:2], y[1:2]).item())
+    assert LabelledCrossEntropy()(logits, torch.full((3,), UNLABELLED)).item() == 0.0
+
+
+def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path):
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(
+        num_classes=2, input_shape=(2,), lr=0.02, backbone_lr_mult=0.1, discrepancy="dann"
+    )
+    trainer = pl.Trainer(
+        max_steps=20,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, DomainDataModule(iterations_per_epoch=10))
+    backbone_group, rest_group = trainer.optimizers[0].param_groups
+    decay = inverse_decay(1.0)
+    assert backbone_group["lr"] == pytest.approx(0.002 * decay)
+    assert rest_group["lr"] == pytest.approx(0.02 * decay)
+    assert {id(p) for p in module.discrepancy.parameters()} <= {id(p) for p in rest_group["params"]}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"discrepancy": "mdd2"}, "unknown discrepancy 'mdd2'"),
+        ({"discrepancy": {"name": "mmd", "kernel": "x"}}, "unknown option 'kernel'"),
+        ({"target_loss": "entropi"}, "did you mean 'entropy'"),
+        ({"gamma": -0.5}, "gamma must be a finite number >= 0"),
+        ({"lambda_t": float("nan")}, "lambda_t must be a finite number >= 0"),
+        ({"backbone": "resnet9000"}, "unknown backbone"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ],
+)
+def test_bad_configuration_names_what_to_fix(kwargs, message):
+    with pytest.raises(DalibError, match=message):
+        DomainAdaptationModule(num_classes=2, input_shape=(2,), **kwargs)
