@@ -48,21 +48,25 @@ class Registry(Generic[T]):
     def build(self, spec: Spec, **context: Any) -> T:
         """Build a component from its spec.
 
-        ``context`` holds values the caller knows (for example ``in_features``); each is passed
-        only to factories whose signature names it, so one call site serves every component.
+        Options must be named parameters of the factory. ``context`` holds values the caller
+        knows (for example ``in_features``); each is passed only to factories whose signature
+        names it, so one call site serves every component.
         """
         name, options = split_spec(spec, self.kind)
         factory = self.get(name)
-        params = inspect.signature(factory).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unknown = [key for key in options if key not in params and not accepts_any]
+        params = {
+            name: p
+            for name, p in inspect.signature(factory).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        unknown = [key for key in options if key not in params]
         if unknown:
-            valid = [p for p in params if p not in context and p != "self"]
+            valid = [p for p in params if p not in context]
             raise DalibError(
                 f"unknown option {unknown[0]!r} for {self.kind} {name!r}; "
                 f"valid options: {', '.join(valid) or 'none'}"
             )
-        kwargs = {key: value for key, value in context.items() if key in params or accepts_any}
+        kwargs = {key: value for key, value in context.items() if key in params}
         kwargs.update(options)
         return factory(**kwargs)
 
