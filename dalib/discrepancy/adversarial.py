@@ -70,6 +70,8 @@ class DomainAdversarial(Discrepancy):
     indistinguishable. At the optimum of a perfectly confused discriminator D = log 2.
     """
 
+    adversarial = True
+
     def __init__(
         self, in_features: int, hidden_dim: int = 1024, num_hidden: int = 2, grl_coeff: float = 1.0
     ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -14,7 +16,53 @@ class Discrepancy(nn.Module):
     The module calls every measure the same way and never branches on which one it is.
     Adversarial measures own their discriminator and gradient-reversal layer, so their
     parameters are trained by the same optimiser step as the rest of the model.
+
+    Class attributes describe a measure to the shared property tests and to users:
+
+    - ``needs_logits``: it uses ``logits_s`` and ``logits_t`` (and raises if they are missing);
+    - ``supports_weights``: it takes instance weights ``w_s``, ``w_t``; a measure that cannot
+      refuses them with a clear error instead of ignoring them;
+    - ``adversarial``: its value is a learned critic's loss, not a fixed statistic of the two
+      samples, so it need not grow with the shift before the critic is trained.
     """
+
+    needs_logits: ClassVar[bool] = False
+    supports_weights: ClassVar[bool] = True
+    adversarial: ClassVar[bool] = False
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def require_logits(
+        self, logits_s: torch.Tensor | None, logits_t: torch.Tensor | None, n_s: int, n_t: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both logit batches, checked against the feature batch sizes."""
+        if logits_s is None or logits_t is None:
+            raise DalibError(
+                f"{self.name()} needs the classifier outputs: pass logits_s and logits_t"
+            )
+        if (
+            logits_s.dim() != 2
+            or logits_s.shape[0] != n_s
+            or logits_t.shape
+            != (
+                n_t,
+                logits_s.shape[1],
+            )
+        ):
+            raise DalibError(
+                f"{self.name()}: logits must be ({n_s}, C) and ({n_t}, C) to match the features, "
+                f"got {tuple(logits_s.shape)} and {tuple(logits_t.shape)}"
+            )
+        return logits_s, logits_t
+
+    def refuse_weights(self, w_s: torch.Tensor | None, w_t: torch.Tensor | None) -> None:
+        """For measures whose estimator has no weighted form."""
+        if w_s is not None or w_t is not None:
+            raise DalibError(
+                f"{self.name()} does not take instance weights; use a measure that does "
+                "(for example mmd with the biased estimator) or drop the weights"
+            )
 
     def forward(
         self,

@@ -1,0 +1,100 @@
+"""Properties every discrepancy shipped in ``dalib.discrepancy`` must have, run on each one.
+
+A measure is checked the moment it is registered: the parameter list is the registry itself
+(restricted to measures defined in the dalib package, so test doubles stay out).
+"""
+
+import pytest
+import torch
+
+from dalib.discrepancy import DISCREPANCIES, Discrepancy
+from dalib.errors import DalibError
+
+D, C = 8, 3  # feature width and number of classes of the test batches
+MEASURES = [
+    name for name in DISCREPANCIES.names()
+    if DISCREPANCIES.get(name).__module__.startswith("dalib.")
+]  # fmt: skip
+
+
+def build(name: str) -> Discrepancy:
+    torch.manual_seed(0)
+    return DISCREPANCIES.build(name, in_features=D, num_classes=C).double()
+
+
+def batch(n_s: int = 24, n_t: int = 20, shift: float = 1.0, seed: int = 0) -> dict:
+    """Features, and logits that depend on them, as a classifier's would."""
+    g = torch.Generator().manual_seed(seed)
+    f_s = torch.randn(n_s, D, generator=g, dtype=torch.float64)
+    f_t = torch.randn(n_t, D, generator=g, dtype=torch.float64) + shift
+    head = torch.randn(D, C, generator=g, dtype=torch.float64)
+    return {
+        "f_s": f_s,
+        "f_t": f_t,
+        "logits_s": f_s @ head,
+        "logits_t": f_t @ head,
+        "y_s": (f_s @ head).argmax(1),
+    }
+
+
+def call(measure: Discrepancy, data: dict, **extra) -> torch.Tensor:
+    data = {**data, **extra}
+    return measure(data.pop("f_s"), data.pop("f_t"), **data)
+
+
+def test_the_library_registers_its_measures():
+    assert {"mmd", "dann"} <= set(MEASURES)
+
+
+@pytest.mark.parametrize("name", MEASURES)
+def test_value_is_a_finite_scalar_and_gradients_reach_both_domains(name):
+    measure = build(name)
+    data = batch()
+    data["f_s"].requires_grad_(True)
+    data["f_t"].requires_grad_(True)
+    value = call(measure, data)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    for f in (data["f_s"], data["f_t"]):
+        assert torch.isfinite(f.grad).all()
+        assert f.grad.abs().sum() > 0, f"{name} sends no gradient to the features"
+
+
+@pytest.mark.parametrize("name", MEASURES)
+def test_uniform_weights_give_the_unweighted_value(name):
+    data = batch()
+    n_s, n_t = len(data["f_s"]), len(data["f_t"])
+    w_s, w_t = torch.full((n_s,), 2.5, dtype=torch.float64), torch.ones(n_t, dtype=torch.float64)
+    measure = build(name)
+    if not measure.supports_weights:
+        with pytest.raises(DalibError, match="does not take instance weights"):
+            call(measure, data, w_s=w_s, w_t=w_t)
+        return
+    plain = call(build(name), data)
+    weighted = call(build(name), data, w_s=w_s, w_t=w_t)
+    torch.testing.assert_close(weighted, plain, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MEASURES)
+def test_a_growing_mean_shift_gives_a_growing_value(name):
+    measure = build(name)
+    if measure.adversarial:
+        pytest.skip("an untrained critic does not measure the shift")
+    values = [call(measure, batch(200, 200, shift=s)).item() for s in (0.0, 0.5, 2.0)]
+    assert values[0] < values[1] < values[2], values
+    assert abs(values[0]) < 0.25 * values[2], "identical distributions give about zero"
+
+
+@pytest.mark.parametrize("name", MEASURES)
+def test_bad_batches_are_refused_with_a_clear_error(name):
+    measure = build(name)
+    data = batch()
+    with pytest.raises(DalibError, match="dimensions"):
+        call(measure, {**data, "f_t": data["f_t"][:, :-1]})
+    with pytest.raises(DalibError, match="at least one"):
+        call(measure, {**data, "f_t": data["f_t"][:0], "logits_t": data["logits_t"][:0]})
+    with pytest.raises(DalibError, match="weight"):
+        call(measure, data, w_s=torch.zeros(len(data["f_s"]), dtype=torch.float64))
+    if measure.needs_logits:
+        with pytest.raises(DalibError, match="logits"):
+            call(measure, {**data, "logits_s": None, "logits_t": None})
