@@ -6,14 +6,19 @@ line below, one test file (see CONTRIBUTING.md).
 
 from dalib.discrepancy.adversarial import DomainAdversarial, DomainDiscriminator, GradientReversal
 from dalib.discrepancy.base import Discrepancy
-from dalib.discrepancy.mmd import GaussianMMD
+from dalib.discrepancy.coral import CORAL
+from dalib.discrepancy.kernels import KERNELS
+from dalib.discrepancy.mmd import JointMMD, KernelMMD
 from dalib.discrepancy.registry import DISCREPANCIES
 
 __all__ = [
+    "CORAL",
     "DISCREPANCIES",
     "Discrepancy",
     "DomainAdversarial",
     "DomainDiscriminator",
-    "GaussianMMD",
+    "JointMMD",
+    "KERNELS",
+    "KernelMMD",
     "GradientReversal",
 ]
