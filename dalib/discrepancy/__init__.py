@@ -14,11 +14,11 @@ from dalib.discrepancy.registry import DISCREPANCIES
 __all__ = [
     "CORAL",
     "DISCREPANCIES",
+    "KERNELS",
     "Discrepancy",
     "DomainAdversarial",
     "DomainDiscriminator",
-    "JointMMD",
-    "KERNELS",
-    "KernelMMD",
     "GradientReversal",
+    "JointMMD",
+    "KernelMMD",
 ]
