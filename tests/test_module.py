@@ -135,7 +135,7 @@ def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path)
     ("kwargs", "message"),
     [
         ({"discrepancy": "mdd2"}, "unknown discrepancy 'mdd2'"),
-        ({"discrepancy": {"name": "mmd", "kernel": "x"}}, "unknown option 'kernel'"),
+        ({"discrepancy": {"name": "mmd", "kernal": "x"}}, "unknown option 'kernal'"),
         ({"target_loss": "entropi"}, "did you mean 'entropy'"),
         ({"gamma": -0.5}, "gamma must be a finite number >= 0"),
         ({"lambda_t": float("nan")}, "lambda_t must be a finite number >= 0"),
@@ -146,3 +146,13 @@ def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path)
 def test_bad_configuration_names_what_to_fix(kwargs, message):
     with pytest.raises(DalibError, match=message):
         DomainAdaptationModule(num_classes=2, input_shape=(2,), **kwargs)
+
+
+def test_lenet_backbone_gives_800_features_for_28x28_digits():
+    module = DomainAdaptationModule(
+        num_classes=10, input_shape=(1, 28, 28), backbone="lenet", bottleneck_dim=500
+    )
+    assert module.backbone.out_features == 800
+    assert module(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    with pytest.raises(DalibError, match="lenet takes"):
+        DomainAdaptationModule(num_classes=10, input_shape=(3, 32, 32), backbone="lenet")
