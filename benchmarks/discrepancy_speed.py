@@ -1,0 +1,232 @@
+"""Time and memory of every registered discrepancy: forward + backward on random features.
+
+Three tables, each measured in one run of this script (ratios are taken within one process,
+with interleaved repeats, because these machines are noisy):
+
+1. every measure for n samples per domain in {32, 128, 512, 2048} and width d in {256, 2048}:
+   median milliseconds of forward + backward, and the peak resident memory that one call adds
+   (each cell runs in a fresh process: ``ru_maxrss`` after the call minus before it);
+2. multi-kernel MMD (5 Gaussian bandwidths) against one ``torch.cdist`` over the same joint
+   batch, forward + backward, at n = 1024 per domain, d = 2048 (target: at most 1.5x);
+3. every measure at batch 32 and 64 per domain on LeNet-sized features (d = 500, 10 classes)
+   against one LeNet training step on the same batches (target: at most 10%).
+
+Usage: ``python benchmarks/discrepancy_speed.py [--quick]`` writes
+``benchmarks/results/discrepancy_speed.{md,json}``. ``--quick`` runs the small sizes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dalib import DomainAdaptationModule
+from dalib.discrepancy import DISCREPANCIES
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [32, 128, 512, 2048]
+WIDTHS = [256, 2048]
+NUM_CLASSES = 10
+
+
+def measures() -> list[str]:
+    return [
+        n for n in DISCREPANCIES.names() if DISCREPANCIES.get(n).__module__.startswith("dalib.")
+    ]
+
+
+def inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "f_s": torch.randn(n, d, generator=g).requires_grad_(),
+        "f_t": (torch.randn(n, d, generator=g) + 0.5).requires_grad_(),
+        "logits_s": torch.randn(n, NUM_CLASSES, generator=g).requires_grad_(),
+        "logits_t": torch.randn(n, NUM_CLASSES, generator=g).requires_grad_(),
+        "y_s": torch.randint(0, NUM_CLASSES, (n,), generator=g),
+    }
+
+
+def step_of(name: str, n: int, d: int) -> Callable[[], None]:
+    """One forward + backward of measure ``name``."""
+    torch.manual_seed(0)
+    measure = DISCREPANCIES.build(name, in_features=d, num_classes=NUM_CLASSES)
+    x = inputs(n, d)
+
+    def step() -> None:
+        value = measure(x["f_s"], x["f_t"], logits_s=x["logits_s"], logits_t=x["logits_t"],
+                        y_s=x["y_s"])  # fmt: skip
+        value.backward()
+
+    return step
+
+
+def median_ms(step: Callable[[], None], budget_s: float = 1.0, max_repeats: int = 15) -> float:
+    step()  # warm-up
+    times: list[float] = []
+    while len(times) < max_repeats and (len(times) < 3 or sum(times) < budget_s):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        if times[-1] > 5 * budget_s:
+            break
+    return 1e3 * statistics.median(times)
+
+
+def worker(name: str, n: int, d: int) -> dict:
+    """Run in a fresh process: peak memory of the first call, then the median time."""
+    step = step_of(name, n, d)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    return {"measure": name, "n": n, "d": d, "ms": median_ms(step), "peak_mib": peak_kib / 1024}
+
+
+def interleaved_ratio(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple:
+    """Median times of ``a`` and ``b`` (ms), timed alternately, and the median ratio a/b."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for f, out in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - start)
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return 1e3 * statistics.median(ta), 1e3 * statistics.median(tb), statistics.median(ratios)
+
+
+def mmd_vs_cdist(n: int = 1024, d: int = 2048) -> dict:
+    x = inputs(n, d)
+    mmd = step_of("mmd", n, d)
+
+    def cdist() -> None:
+        joint = torch.cat([x["f_s"], x["f_t"]])
+        torch.cdist(joint, joint).sum().backward()
+
+    mmd_ms, cdist_ms, ratio = interleaved_ratio(mmd, cdist, repeats=9)
+    return {"n": n, "d": d, "mmd_ms": mmd_ms, "cdist_ms": cdist_ms, "ratio": ratio}
+
+
+def lenet_step(batch: int) -> Callable[[], None]:
+    """One training step of LeNet (bottleneck 500, 10 classes) on a source and a target batch."""
+    torch.manual_seed(0)
+    model = DomainAdaptationModule(num_classes=NUM_CLASSES, input_shape=(1, 28, 28),
+                                   backbone="lenet", bottleneck_dim=500)  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(2 * batch, 1, 28, 28)
+    y = torch.randint(0, NUM_CLASSES, (batch,))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        F.cross_entropy(model(x)[:batch], y).backward()
+        optimizer.step()
+
+    return step
+
+
+def versus_lenet(batches: list[int]) -> list[dict]:
+    rows = []
+    for batch in batches:
+        reference = lenet_step(batch)
+        for name in measures():
+            measure_ms, lenet_ms, ratio = interleaved_ratio(
+                step_of(name, batch, 500), reference, repeats=15
+            )
+            rows.append({"measure": name, "batch": batch, "ms": measure_ms,
+                         "lenet_step_ms": lenet_ms, "ratio": ratio})  # fmt: skip
+    return rows
+
+
+def run_cell(name: str, n: int, d: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", name, str(n), str(d)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def markdown(grid: list[dict], mmd: dict, lenet: list[dict], command: str) -> str:
+    sizes = sorted({(r["n"], r["d"]) for r in grid}, key=lambda nd: (nd[1], nd[0]))
+    head = "| measure | " + " | ".join(f"n={n}, d={d}" for n, d in sizes) + " |"
+    lines = [
+        "# Discrepancy speed and memory",
+        "",
+        f"Produced by `{command}` on {platform.machine()} CPU, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads.",
+        "",
+        "## Forward + backward: median ms / peak MiB added by one call",
+        "",
+        "n samples per domain, d feature width. Peak memory is the growth of the process's",
+        "maximum resident set during the first call, in a fresh process per cell.",
+        "",
+        head,
+        "|---|" + "---|" * len(sizes),
+    ]
+    for name in sorted({r["measure"] for r in grid}):
+        cells = {(r["n"], r["d"]): r for r in grid if r["measure"] == name}
+        row = [f"{cells[s]['ms']:.1f} / {cells[s]['peak_mib']:.0f}" for s in sizes]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "## Multi-kernel MMD against one torch.cdist (target <= 1.5x)",
+        "",
+        f"n = {mmd['n']} per domain, d = {mmd['d']}, forward + backward, interleaved repeats: "
+        f"MMD {mmd['mmd_ms']:.1f} ms, cdist {mmd['cdist_ms']:.1f} ms, "
+        f"median ratio **{mmd['ratio']:.2f}x**.",
+        "",
+        "## Against one LeNet training step (target <= 10%)",
+        "",
+        "Measure forward + backward on d = 500 features and 10-class logits, against a LeNet",
+        "step (forward of source + target batch, backward, SGD) at the same batch per domain.",
+        "",
+        "| measure | batch | measure ms | LeNet step ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in lenet:
+        lines.append(f"| {r['measure']} | {r['batch']} | {r['ms']:.2f} | "
+                     f"{r['lenet_step_ms']:.2f} | {100 * r['ratio']:.1f}% |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="n in {32, 128}, d = 256 only")
+    parser.add_argument("--worker", nargs=3, metavar=("NAME", "N", "D"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.worker:
+        name, n, d = args.worker
+        print(json.dumps(worker(name, int(n), int(d))))
+        return
+    sizes, widths = ([32, 128], [256]) if args.quick else (SIZES, WIDTHS)
+    grid = []
+    for name in measures():
+        for d in widths:
+            for n in sizes:
+                grid.append(run_cell(name, n, d))
+                print(json.dumps(grid[-1]), flush=True)
+    mmd = mmd_vs_cdist(*((128, 256) if args.quick else (1024, 2048)))
+    lenet = versus_lenet([32] if args.quick else [32, 64])
+    command = "python benchmarks/discrepancy_speed.py" + (" --quick" if args.quick else "")
+    md = markdown(grid, mmd, lenet, command)
+    stem = "discrepancy_speed_quick" if args.quick else "discrepancy_speed"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.md").write_text(md)
+    (args.out / f"{stem}.json").write_text(
+        json.dumps({"grid": grid, "mmd_vs_cdist": mmd, "versus_lenet": lenet}, indent=2) + "\n"
+    )
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
