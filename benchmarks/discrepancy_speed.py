@@ -32,18 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from dalib import DomainAdaptationModule
-from dalib.discrepancy import DISCREPANCIES
+from dalib.discrepancy import DISCREPANCIES, builtin_discrepancies
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [32, 128, 512, 2048]
 WIDTHS = [256, 2048]
 NUM_CLASSES = 10
-
-
-def measures() -> list[str]:
-    return [
-        n for n in DISCREPANCIES.names() if DISCREPANCIES.get(n).__module__.startswith("dalib.")
-    ]
 
 
 def inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -138,7 +132,7 @@ def versus_lenet(batches: list[int]) -> list[dict]:
     rows = []
     for batch in batches:
         reference = lenet_step(batch)
-        for name in measures():
+        for name in builtin_discrepancies():
             measure_ms, lenet_ms, ratio = interleaved_ratio(
                 step_of(name, batch, 500), reference, repeats=15
             )
@@ -210,7 +204,7 @@ def main() -> None:
         return
     sizes, widths = ([32, 128], [256]) if args.quick else (SIZES, WIDTHS)
     grid = []
-    for name in measures():
+    for name in builtin_discrepancies():
         for d in widths:
             for n in sizes:
                 grid.append(run_cell(name, n, d))

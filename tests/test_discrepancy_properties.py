@@ -7,14 +7,11 @@ A measure is checked the moment it is registered: the parameter list is the regi
 import pytest
 import torch
 
-from dalib.discrepancy import DISCREPANCIES, Discrepancy
+from dalib.discrepancy import DISCREPANCIES, Discrepancy, builtin_discrepancies
 from dalib.errors import DalibError
 
 D, C = 8, 3  # feature width and number of classes of the test batches
-MEASURES = [
-    name for name in DISCREPANCIES.names()
-    if DISCREPANCIES.get(name).__module__.startswith("dalib.")
-]  # fmt: skip
+MEASURES = builtin_discrepancies()
 
 
 def build(name: str) -> Discrepancy:

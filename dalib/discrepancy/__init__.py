@@ -9,7 +9,7 @@ from dalib.discrepancy.base import Discrepancy
 from dalib.discrepancy.coral import CORAL
 from dalib.discrepancy.kernels import KERNELS
 from dalib.discrepancy.mmd import JointMMD, KernelMMD
-from dalib.discrepancy.registry import DISCREPANCIES
+from dalib.discrepancy.registry import DISCREPANCIES, builtin_discrepancies
 
 __all__ = [
     "CORAL",
@@ -21,4 +21,5 @@ __all__ = [
     "GradientReversal",
     "JointMMD",
     "KernelMMD",
+    "builtin_discrepancies",
 ]

@@ -10,3 +10,12 @@ if TYPE_CHECKING:
     from dalib.discrepancy.base import Discrepancy
 
 DISCREPANCIES: Registry[Discrepancy] = Registry("discrepancy")
+
+
+def builtin_discrepancies() -> list[str]:
+    """Names of the measures dalib itself ships (not those a user or a test registered)."""
+    return [
+        name
+        for name in DISCREPANCIES.names()
+        if DISCREPANCIES.get(name).__module__.startswith("dalib.")
+    ]
