@@ -44,7 +44,7 @@ def call(measure: Discrepancy, data: dict, **extra) -> torch.Tensor:
 
 
 def test_the_library_registers_its_measures():
-    assert {"mmd", "dann"} <= set(MEASURES)
+    assert {"mmd", "jmmd", "coral", "dann", "cdan", "cdan_e", "wdgrl", "mdd"} <= set(MEASURES)
 
 
 @pytest.mark.parametrize("name", MEASURES)

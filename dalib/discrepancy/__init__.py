@@ -6,20 +6,26 @@ line below, one test file (see CONTRIBUTING.md).
 
 from dalib.discrepancy.adversarial import DomainAdversarial, DomainDiscriminator, GradientReversal
 from dalib.discrepancy.base import Discrepancy
+from dalib.discrepancy.conditional import ConditionalDomainAdversarial
 from dalib.discrepancy.coral import CORAL
 from dalib.discrepancy.kernels import KERNELS
+from dalib.discrepancy.mdd import MarginDisparityDiscrepancy
 from dalib.discrepancy.mmd import JointMMD, KernelMMD
 from dalib.discrepancy.registry import DISCREPANCIES, builtin_discrepancies
+from dalib.discrepancy.wdgrl import WassersteinDistanceGuided
 
 __all__ = [
     "CORAL",
     "DISCREPANCIES",
     "KERNELS",
+    "ConditionalDomainAdversarial",
     "Discrepancy",
     "DomainAdversarial",
     "DomainDiscriminator",
     "GradientReversal",
     "JointMMD",
     "KernelMMD",
+    "MarginDisparityDiscrepancy",
+    "WassersteinDistanceGuided",
     "builtin_discrepancies",
 ]
