@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from dalib.discrepancy import DISCREPANCIES, GaussianMMD
+from dalib.discrepancy import DISCREPANCIES, KernelMMD
 from tests.conftest import TOY, only_result, run_dalib
 
 
 @DISCREPANCIES.register("test_nan_after")
-class NanAfter(GaussianMMD):
+class NanAfter(KernelMMD):
     """An MMD that turns NaN after ``steps`` training calls, to test the NaN stop."""
 
     def __init__(self, steps: int) -> None:

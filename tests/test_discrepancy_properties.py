@@ -44,7 +44,20 @@ def call(measure: Discrepancy, data: dict, **extra) -> torch.Tensor:
 
 
 def test_the_library_registers_its_measures():
-    assert {"mmd", "jmmd", "coral", "dann", "cdan", "cdan_e", "wdgrl", "mdd"} <= set(MEASURES)
+    assert {
+        "mmd",
+        "jmmd",
+        "coral",
+        "dann",
+        "cdan",
+        "cdan_e",
+        "wdgrl",
+        "mdd",
+        "emd",
+        "sinkhorn",
+        "sliced_wasserstein",
+        "deepjdot",
+    } <= set(MEASURES)
 
 
 @pytest.mark.parametrize("name", MEASURES)

@@ -12,6 +12,12 @@ from dalib.discrepancy.kernels import KERNELS
 from dalib.discrepancy.mdd import MarginDisparityDiscrepancy
 from dalib.discrepancy.mmd import JointMMD, KernelMMD
 from dalib.discrepancy.registry import DISCREPANCIES, builtin_discrepancies
+from dalib.discrepancy.wasserstein import (
+    DeepJDOT,
+    EarthMoverDistance,
+    SinkhornDistance,
+    SlicedWasserstein,
+)
 from dalib.discrepancy.wdgrl import WassersteinDistanceGuided
 
 __all__ = [
@@ -19,13 +25,17 @@ __all__ = [
     "DISCREPANCIES",
     "KERNELS",
     "ConditionalDomainAdversarial",
+    "DeepJDOT",
     "Discrepancy",
     "DomainAdversarial",
     "DomainDiscriminator",
+    "EarthMoverDistance",
     "GradientReversal",
     "JointMMD",
     "KernelMMD",
     "MarginDisparityDiscrepancy",
+    "SinkhornDistance",
+    "SlicedWasserstein",
     "WassersteinDistanceGuided",
     "builtin_discrepancies",
 ]
