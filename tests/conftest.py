@@ -44,3 +44,15 @@ def fit_toy(tmp_path):
         return only_result(save_dir)
 
     return fit
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data(monkeypatch) -> Path:
+    """``../shared/data`` as the data folder (``$DALIB_DATA``); skips where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    monkeypatch.setenv("DALIB_DATA", str(SHARED_DATA))
+    return SHARED_DATA

@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, RandomSampler, random_split
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, random_split
 
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.errors import DalibError
@@ -161,6 +161,8 @@ class DomainDataModule(pl.LightningDataModule):
         source_train, source_val = random_split(
             pair.source, [len(pair.source) - n_val, n_val], generator=generator
         )
+        if pair.source_eval is not None:  # validate without the training augmentation
+            source_val = Subset(pair.source_eval, source_val.indices)
         keep = torch.empty(0, dtype=torch.long)
         if self.target_labels_per_class > 0:
             keep = labelled_subset(

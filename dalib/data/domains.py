@@ -14,7 +14,9 @@ class DomainPair:
     """Labelled source data, target data for training, and the target test split.
 
     ``target_train`` may carry its labels: the data module hides all but the few a
-    semi-supervised split keeps. ``target_test`` is used only for evaluation.
+    semi-supervised split keeps. ``target_test`` is used only for evaluation. ``source_eval``,
+    when given, holds the same samples as ``source`` with the evaluation transform (no
+    augmentation), for the held-out source validation split.
     """
 
     benchmark: str
@@ -23,6 +25,7 @@ class DomainPair:
     target_train: Dataset
     target_test: Dataset
     num_classes: int
+    source_eval: Dataset | None = None
 
 
 DATASETS: Registry[DomainPair] = Registry("dataset")

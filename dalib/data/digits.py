@@ -1,0 +1,99 @@
+"""Digits through ``torchvision.datasets``: MNIST, USPS and SVHN under the standard DA protocols.
+
+- MNIST↔USPS: 28x28 grey; USPS (16x16) is resized to 28x28 (the Transfer-Learning-Library
+  protocol for LeNet).
+- SVHN→MNIST: 32x32 with three channels; MNIST is resized to 32x32 and its grey channel
+  repeated (the DTN protocol).
+
+Full training splits for training (target labels hidden by the data module); the target's test
+split for evaluation. Images are decoded once into uint8 tensors and normalised per item to
+[-1, 1], so loading costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+from torchvision import datasets
+
+from dalib.data.domains import DATASETS, DomainPair
+from dalib.data.roots import data_root, where_from
+from dalib.errors import DalibError
+
+DIGITS: dict[str, Callable[..., Dataset]] = {
+    "MNIST": lambda root, train, download: datasets.MNIST(root, train=train, download=download),
+    "USPS": lambda root, train, download: datasets.USPS(root, train=train, download=download),
+    "SVHN": lambda root, train, download: datasets.SVHN(
+        root, split="train" if train else "test", download=download
+    ),
+}
+TASKS = {("MNIST", "USPS"): (1, 28), ("USPS", "MNIST"): (1, 28), ("SVHN", "MNIST"): (3, 32)}
+
+
+class DigitImages(Dataset):
+    """uint8 images (n, C, H, W) and labels, returned as floats in [-1, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.targets = images, labels
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index].float().div_(127.5).sub_(1.0), int(self.targets[index])
+
+
+def load_digits(
+    name: str, train: bool, channels: int, size: int, root: str | os.PathLike | None,
+    download: bool,
+) -> DigitImages:  # fmt: skip
+    """One split of a digits dataset as ``channels`` x ``size`` x ``size`` uint8 tensors."""
+    folder = data_root(root)
+    try:
+        raw = DIGITS[name](str(folder), train, download)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted ..."
+        raise DalibError(
+            f"{name} not found under {folder} (data folder from {where_from(root)}): {error}; "
+            "set data.dataset.download: true to fetch it with torchvision"
+        ) from None
+    if name == "SVHN":
+        images = torch.as_tensor(raw.data)  # (n, 3, 32, 32) uint8
+        labels = torch.as_tensor(raw.labels)  # torchvision already maps the label 10 to 0
+    elif name == "USPS":
+        images = torch.as_tensor(np.asarray(raw.data, dtype=np.uint8)).unsqueeze(1)
+        labels = torch.as_tensor(raw.targets)
+    else:
+        images, labels = raw.data.unsqueeze(1), raw.targets
+    if images.shape[-1] != size:
+        images = TF.resize(images, [size, size], antialias=True)
+    if images.shape[1] != channels:
+        images = images.expand(-1, channels, -1, -1).contiguous()
+    return DigitImages(images, labels.long())
+
+
+@DATASETS.register("digits")
+def digits(
+    source: str = "MNIST",
+    target: str = "USPS",
+    root: str | None = None,
+    download: bool = False,
+) -> DomainPair:
+    """A digits task: MNIST→USPS, USPS→MNIST or SVHN→MNIST."""
+    s, t = source.upper(), target.upper()
+    if (s, t) not in TASKS:
+        tasks = ", ".join(f"{a}->{b}" for a, b in TASKS)
+        raise DalibError(f"unknown digits task {source}->{target}; choose one of {tasks}")
+    channels, size = TASKS[s, t]
+    return DomainPair(
+        benchmark="digits",
+        task=f"{s}->{t}",
+        source=load_digits(s, True, channels, size, root, download),
+        target_train=load_digits(t, True, channels, size, root, download),
+        target_test=load_digits(t, False, channels, size, root, download),
+        num_classes=10,
+    )

@@ -1,0 +1,263 @@
+"""Image-folder benchmarks: Office-31, Office-Home, VisDA-2017 and DomainNet.
+
+Two layouts, as the published protocols use them:
+
+- class-per-folder: ``<root>/<benchmark folder>/<domain>/[images/]<class>/<image>``; the class
+  order is the sorted folder names, shared by all domains, and checked against the benchmark's
+  class count;
+- file lists: lines ``<path relative to the benchmark folder> <label>`` (``file_lists:
+  {source: ..., target: ...}``, paths relative to the benchmark folder), as DomainNet's
+  ``<domain>_train.txt``/``<domain>_test.txt`` and the Transfer-Learning-Library's image lists.
+
+Transforms are the standard ones: training resize to 256x256, random crop 224, horizontal flip;
+evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: half`` gives
+``(x - 0.5) / 0.5``, which the MobileNetV2 checkpoint of ../shared/weights expects).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from dalib.data.domains import DATASETS, DomainPair
+from dalib.data.roots import data_root, require
+from dalib.errors import DalibError
+
+NORMALIZATION = {
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "half": ([0.5] * 3, [0.5] * 3),
+}
+
+
+@dataclass(frozen=True)
+class ImageBenchmark:
+    """Where a benchmark's domains live under the data folder, and how many classes it has."""
+
+    title: str
+    folder: str
+    num_classes: int
+    domains: Mapping[str, str]  # short name -> domain folder
+
+    def domain(self, name: str) -> str:
+        """The short name of a domain given by its short or folder name (any case)."""
+        for short, folder in self.domains.items():
+            if name.lower() in (short.lower(), folder.lower()):
+                return short
+        known = ", ".join(f"{k} ({v})" for k, v in self.domains.items())
+        raise DalibError(f"unknown {self.title} domain {name!r}; choose one of {known}")
+
+
+BENCHMARKS = {
+    "office31": ImageBenchmark(
+        "Office-31", "office31", 31, {"A": "amazon", "D": "dslr", "W": "webcam"}
+    ),
+    "officehome": ImageBenchmark(
+        "Office-Home", "OfficeHome", 65,
+        {"Ar": "Art", "Cl": "Clipart", "Pr": "Product", "Rw": "Real_World"},
+    ),
+    "visda2017": ImageBenchmark(
+        "VisDA-2017", "visda-2017", 12, {"Syn": "train", "Real": "validation"}
+    ),
+    "domainnet": ImageBenchmark(
+        "DomainNet", "domainnet", 345,
+        {"c": "clipart", "i": "infograph", "p": "painting", "q": "quickdraw", "r": "real",
+         "s": "sketch"},
+    ),
+}  # fmt: skip
+
+
+def image_transform(train: bool, resize: int, crop: int, normalize: str) -> v2.Compose:
+    """The standard training (random crop, flip) or evaluation (centre crop) transform."""
+    if normalize not in NORMALIZATION:
+        raise DalibError(f"normalize must be one of {', '.join(NORMALIZATION)}, got {normalize!r}")
+    if crop > resize:
+        raise DalibError(f"crop ({crop}) must not exceed resize ({resize})")
+    mean, std = NORMALIZATION[normalize]
+    crop_step = [v2.RandomCrop(crop), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(crop)]
+    return v2.Compose([
+        v2.ToImage(), v2.Resize((resize, resize), antialias=True), *crop_step,
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+    ])  # fmt: skip
+
+
+class ImageList(Dataset):
+    """``(path, label)`` samples, opened as RGB and transformed; ``targets`` holds the labels."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: v2.Compose) -> None:
+        self.samples, self.transform = samples, transform
+        self.targets = [label for _, label in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(open_rgb(path)), label
+
+
+def open_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise DalibError(
+            f"cannot read image {path} ({error}); replace the file, or set "
+            "data.dataset.skip_corrupt: true to leave unreadable images out"
+        ) from None
+
+
+def readable(samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The samples whose image opens; each unreadable one is named in a warning."""
+    kept = []
+    for path, label in samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            kept.append((path, label))
+        except (OSError, UnidentifiedImageError) as error:
+            warnings.warn(f"dalib: skipping unreadable image {path} ({error})", stacklevel=2)
+    return kept
+
+
+def class_folders(domain_dir: Path) -> Path:
+    """The folder that holds one sub-folder per class (Office-31 nests them in ``images/``)."""
+    nested = domain_dir / "images"
+    return nested if nested.is_dir() else domain_dir
+
+
+def folder_samples(directory: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    samples = [
+        (path, label)
+        for label, name in enumerate(classes)
+        for path in sorted((directory / name).rglob("*"))
+        if path.suffix.lower() in IMG_EXTENSIONS
+    ]
+    if not samples:
+        raise DalibError(f"no images found in the class folders of {directory}; check the layout")
+    return samples
+
+
+def shared_classes(source_dir: Path, target_dir: Path, benchmark: ImageBenchmark) -> list[str]:
+    """The sorted class folder names, which must be the same in both domains."""
+    found = {d: sorted(p.name for p in d.iterdir() if p.is_dir()) for d in (source_dir, target_dir)}
+    if found[source_dir] != found[target_dir]:
+        only_s = sorted(set(found[source_dir]) - set(found[target_dir]))
+        only_t = sorted(set(found[target_dir]) - set(found[source_dir]))
+        raise DalibError(
+            f"classes differ between source and target: only in {source_dir}: {only_s[:5]}, "
+            f"only in {target_dir}: {only_t[:5]}; both domains need the same class folders"
+        )
+    classes = found[source_dir]
+    if len(classes) != benchmark.num_classes:
+        raise DalibError(
+            f"{source_dir} has {len(classes)} class folders, {benchmark.title} has "
+            f"{benchmark.num_classes}; check that the data folder holds the whole benchmark"
+        )
+    return classes
+
+
+def list_samples(list_file: Path, base: Path, num_classes: int) -> list[tuple[Path, int]]:
+    """Samples from a file list of ``relative/path label`` lines, every file checked."""
+    samples = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            relative, label = line.rsplit(maxsplit=1)
+            label = int(label)
+        except ValueError:
+            raise DalibError(f"{list_file}:{number}: expected 'path label', got {line!r}") from None
+        if not 0 <= label < num_classes:
+            raise DalibError(f"{list_file}:{number}: label {label} is outside 0..{num_classes - 1}")
+        samples.append((base / relative, label))
+    missing = [path for path, _ in samples if not path.is_file()]
+    if missing:
+        raise DalibError(
+            f"{list_file} names {len(missing)} missing file(s), the first {missing[0]}; "
+            "check that the list and the data folder belong together"
+        )
+    if not samples:
+        raise DalibError(f"{list_file} lists no images")
+    return samples
+
+
+def image_benchmark(
+    name: str,
+    source: str,
+    target: str,
+    root: str | None,
+    file_lists: Mapping[str, str] | None,
+    resize: int,
+    crop: int,
+    normalize: Literal["imagenet", "half"],
+    skip_corrupt: bool,
+) -> DomainPair:
+    benchmark = BENCHMARKS[name]
+    s, t = benchmark.domain(source), benchmark.domain(target)
+    base = require(
+        data_root(root) / benchmark.folder, root,
+        f"put {benchmark.title} there (one folder per domain) or let dalib download it",
+    )  # fmt: skip
+    if file_lists:
+        unknown = set(file_lists) - {"source", "target", "target_test"}
+        if unknown or not {"source", "target"} <= set(file_lists):
+            raise DalibError("file_lists takes the keys source, target and optionally target_test")
+        lists = {k: require(base / v, root, "check file_lists") for k, v in file_lists.items()}
+        source_samples = list_samples(lists["source"], base, benchmark.num_classes)
+        target_samples = list_samples(lists["target"], base, benchmark.num_classes)
+        test_samples = (list_samples(lists["target_test"], base, benchmark.num_classes)
+                        if "target_test" in lists else target_samples)  # fmt: skip
+    else:
+        source_dir = class_folders(require(base / benchmark.domains[s], root, "check the domain"))
+        target_dir = class_folders(require(base / benchmark.domains[t], root, "check the domain"))
+        classes = shared_classes(source_dir, target_dir, benchmark)
+        source_samples = folder_samples(source_dir, classes)
+        target_samples = test_samples = folder_samples(target_dir, classes)
+    if skip_corrupt:
+        source_samples, target_samples = readable(source_samples), readable(target_samples)
+        test_samples = target_samples if not file_lists else readable(test_samples)
+    train_tf, eval_tf = (image_transform(train, resize, crop, normalize) for train in (True, False))
+    return DomainPair(
+        benchmark=name,
+        task=f"{s}->{t}",
+        source=ImageList(source_samples, train_tf),
+        target_train=ImageList(target_samples, train_tf),
+        target_test=ImageList(test_samples, eval_tf),
+        num_classes=benchmark.num_classes,
+        source_eval=ImageList(source_samples, eval_tf),
+    )
+
+
+def _register(name: str) -> None:
+    benchmark = BENCHMARKS[name]
+    first, second = list(benchmark.domains)[:2]
+
+    def factory(
+        source: str = first,
+        target: str = second,
+        root: str | None = None,
+        file_lists: Mapping[str, str] | None = None,
+        resize: int = 256,
+        crop: int = 224,
+        normalize: Literal["imagenet", "half"] = "imagenet",
+        skip_corrupt: bool = False,
+    ) -> DomainPair:
+        return image_benchmark(
+            name, source, target, root, file_lists, resize, crop, normalize, skip_corrupt
+        )
+
+    factory.__doc__ = f"{benchmark.title}: {', '.join(benchmark.domains.values())}."
+    DATASETS.register(name)(factory)
+
+
+for _name in BENCHMARKS:
+    _register(_name)
