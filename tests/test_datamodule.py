@@ -103,3 +103,36 @@ def test_embedded_data_is_seeded_and_shifted():
     assert (x_s[y_s == 0].mean(0) - x_t[y_t == 0].mean(0)).norm() > 0.3
     blobs = DATASETS.build({"name": "blobs", "shift": 3.0})
     assert (blobs.target_train.tensors[0].mean(0) - blobs.source.tensors[0].mean(0))[0] > 2.0
+
+
+DATASETS.register("test_imbalanced")(
+    lambda: DomainPair(
+        "test",
+        "a->b",
+        TensorDataset(torch.randn(200, 2), (torch.arange(200) < 180).long()),
+        TensorDataset(torch.randn(50, 2), torch.zeros(50).long()),
+        TensorDataset(torch.randn(10, 2), torch.zeros(10).long()),
+        num_classes=2,
+    )
+)
+
+
+def test_class_balanced_sampling_evens_out_an_imbalanced_source():
+    torch.manual_seed(0)
+    plain = make(dataset="test_imbalanced", batch_size=100, iterations_per_epoch=20)
+    balanced = make(
+        dataset="test_imbalanced", batch_size=100, iterations_per_epoch=20, class_balanced=True
+    )
+
+    def share_of_class_0(dm):
+        labels = torch.cat([b["source"][1] for b, _, _ in dm.train_dataloader()])
+        return (labels == 0).float().mean().item()
+
+    assert share_of_class_0(plain) == pytest.approx(0.1, abs=0.03)
+    assert share_of_class_0(balanced) == pytest.approx(0.5, abs=0.05)
+
+
+def test_loader_workers_default_to_none_for_data_in_memory():
+    dm = make()
+    assert dm.num_workers == 0 and dm.train_dataloader().iterables["source"].num_workers == 0
+    assert make(num_workers=2).num_workers == 2

@@ -18,7 +18,7 @@ def test_mnist_and_usps_sizes_shapes_and_classes():
     u2m = DATASETS.build({"name": "digits", "source": "usps", "target": "mnist"})
     assert (len(u2m.source), len(u2m.target_test)) == (7_291, 10_000)
     for dataset in (m2u.source, m2u.target_train, u2m.target_test):
-        x, y = dataset[0]
+        x, _ = dataset[0]
         assert x.shape == (1, 28, 28) and -1.0 <= x.min() < x.max() <= 1.0
         assert sorted(dataset_labels(dataset).unique().tolist()) == list(range(10))
     assert m2u.task == "MNIST->USPS" and u2m.task == "USPS->MNIST"

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, random_split
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Subset,
+    WeightedRandomSampler,
+    random_split,
+)
 
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.errors import DalibError
@@ -19,6 +27,8 @@ from dalib.target_losses import UNLABELLED
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """All labels of a dataset of ``(x, y)`` pairs, read from ``targets`` when it has them."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices)]
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors"):
         targets = dataset.tensors[1]
@@ -63,6 +73,11 @@ class DomainDataModule(pl.LightningDataModule):
       label-free model selection may use); loader 1 is the target test split (evaluation only).
     - Target training labels are hidden, except ``target_labels_per_class`` per class for
       semi-supervised adaptation.
+    - ``class_balanced``: source batches drawn with probability inversely proportional to
+      class frequency (with replacement), for imbalanced source domains.
+    - ``num_workers``: loader processes; by default none for data held in memory (toy, digits,
+      feature files: a worker would only add inter-process copies) and up to 8 for images
+      decoded from disk. ``pin_memory`` defaults to whether CUDA is available.
     """
 
     def __init__(
@@ -74,7 +89,9 @@ class DomainDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         target_labels_per_class: int = 0,
         split_seed: int = 0,
-        num_workers: int = 0,
+        class_balanced: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -93,7 +110,9 @@ class DomainDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.target_labels_per_class = target_labels_per_class
         self.split_seed = split_seed
-        self.num_workers = num_workers
+        self.class_balanced = class_balanced
+        self._num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._pair: DomainPair | None = None
         self._splits: dict[str, Dataset] | None = None
 
@@ -184,24 +203,39 @@ class DomainDataModule(pl.LightningDataModule):
         larger = max(len(self.splits["source_train"]), len(self.splits["target_train"]))
         return max(1, math.ceil(larger / self.batch_size))
 
-    def _train_loader(self, dataset: Dataset) -> DataLoader:
-        sampler = RandomSampler(dataset, num_samples=self.steps_per_epoch() * self.batch_size)
+    @property
+    def num_workers(self) -> int:
+        if self._num_workers is not None:
+            return self._num_workers
+        return 0 if self.pair.in_memory else min(8, os.cpu_count() or 1)
+
+    def _loader(self, dataset: Dataset, batch_size: int, **options) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=True,
+            batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            **options,
         )
 
+    def _train_loader(self, dataset: Dataset, balanced: bool = False) -> DataLoader:
+        num_samples = self.steps_per_epoch() * self.batch_size
+        if balanced:
+            labels = dataset_labels(dataset)
+            weights = 1.0 / torch.bincount(labels).double()[labels]
+            sampler = WeightedRandomSampler(weights, num_samples, replacement=True)
+        else:
+            sampler = RandomSampler(dataset, num_samples=num_samples)
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return self._loader(dataset, self.eval_batch_size)
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(
             {
-                "source": self._train_loader(self.splits["source_train"]),
+                "source": self._train_loader(self.splits["source_train"], self.class_balanced),
                 "target": self._train_loader(self.splits["target_train"]),
             },
             mode="min_size",

@@ -16,7 +16,8 @@ class DomainPair:
     ``target_train`` may carry its labels: the data module hides all but the few a
     semi-supervised split keeps. ``target_test`` is used only for evaluation. ``source_eval``,
     when given, holds the same samples as ``source`` with the evaluation transform (no
-    augmentation), for the held-out source validation split.
+    augmentation), for the held-out source validation split. ``in_memory`` says whether the
+    samples are already tensors in memory (no loader workers needed) or decoded from files.
     """
 
     benchmark: str
@@ -26,6 +27,7 @@ class DomainPair:
     target_test: Dataset
     num_classes: int
     source_eval: Dataset | None = None
+    in_memory: bool = True
 
 
 DATASETS: Registry[DomainPair] = Registry("dataset")

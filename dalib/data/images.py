@@ -234,6 +234,7 @@ def image_benchmark(
         target_test=ImageList(test_samples, eval_tf),
         num_classes=benchmark.num_classes,
         source_eval=ImageList(source_samples, eval_tf),
+        in_memory=False,
     )
 
 
