@@ -10,8 +10,9 @@ Two layouts, as the published protocols use them:
   ``<domain>_train.txt``/``<domain>_test.txt`` and the Transfer-Learning-Library's image lists.
 
 Transforms are the standard ones: training resize to 256x256, random crop 224, horizontal flip;
-evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: half`` gives
-``(x - 0.5) / 0.5``, which the MobileNetV2 checkpoint of ../shared/weights expects).
+evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: symmetric``
+gives ``(p - 128) / 128`` on 0..255 pixels, which the MobileNetV2 checkpoint of ../shared/weights
+expects).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dalib.errors import DalibError
 
 NORMALIZATION = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    "half": ([0.5] * 3, [0.5] * 3),
+    "symmetric": ([128 / 255] * 3, [128 / 255] * 3),  # pixels p in 0..255 -> (p - 128) / 128
 }
 
 
@@ -198,7 +199,7 @@ def image_benchmark(
     file_lists: Mapping[str, str] | None,
     resize: int,
     crop: int,
-    normalize: Literal["imagenet", "half"],
+    normalize: Literal["imagenet", "symmetric"],
     skip_corrupt: bool,
 ) -> DomainPair:
     benchmark = BENCHMARKS[name]
@@ -249,7 +250,7 @@ def _register(name: str) -> None:
         file_lists: Mapping[str, str] | None = None,
         resize: int = 256,
         crop: int = 224,
-        normalize: Literal["imagenet", "half"] = "imagenet",
+        normalize: Literal["imagenet", "symmetric"] = "imagenet",
         skip_corrupt: bool = False,
     ) -> DomainPair:
         return image_benchmark(
