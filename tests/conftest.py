@@ -7,8 +7,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from dalib.cli import main
+
+# The suite's models are tiny: one thread is as fast, and it keeps the suite from slowing down
+# by orders of magnitude when another process shares the CPU (OpenMP threads spin-waiting).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "experiments" / "toy"
