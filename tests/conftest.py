@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dalib.cli import main
+from tests.local_http import server  # noqa: F401 - the local HTTP server fixture
 
 # The suite's models are tiny: one thread is as fast, and it keeps the suite from slowing down
 # by orders of magnitude when another process shares the CPU (OpenMP threads spin-waiting).

@@ -114,3 +114,25 @@ def test_a_few_training_steps_end_to_end_with_a_torchvision_backbone(tmp_path):
     assert trainer.global_step == 3
     assert 0.0 <= float(trainer.callback_metrics["val/target_acc"]) <= 1.0
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_download_true_fetches_the_archives_then_reads_them(tmp_path, monkeypatch, server):
+    """The whole path against the local test server: archive, download, extraction, dataset."""
+    import tarfile
+
+    from dalib.data import download as download_module
+
+    office31_tree(tmp_path / "made")
+    archives = []
+    for domain in ("amazon", "webcam"):
+        with tarfile.open(tmp_path / f"{domain}.tgz", "w:gz") as tar:
+            tar.add(tmp_path / "made" / "office31" / domain, arcname=domain)
+        server.files[f"/{domain}.tgz"] = (tmp_path / f"{domain}.tgz").read_bytes()
+        archives.append(download_module.Archive(f"{server.url}/{domain}.tgz", f"{domain}.tgz",
+                                                None, domain))  # fmt: skip
+    monkeypatch.setitem(download_module.ARCHIVES, "office31", archives)
+    with pytest.raises(DalibError, match="download: true"):
+        build(tmp_path / "data")
+    with pytest.warns(UserWarning, match="sha256|SHA-256|checksum"):
+        pair = build(tmp_path / "data", download=True)
+    assert len(pair.source) == len(pair.target_test) == 62

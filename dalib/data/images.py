@@ -13,6 +13,9 @@ Transforms are the standard ones: training resize to 256x256, random crop 224, h
 evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: symmetric``
 gives ``(p - 128) / 128`` on 0..255 pixels, which the MobileNetV2 checkpoint of ../shared/weights
 expects).
+
+``download: true`` fetches the benchmark's archives (``dalib.data.download.ARCHIVES``, the
+public locations the field uses) into the data folder first: resumable, and safely extracted.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from dalib.data.domains import DATASETS, DomainPair
+from dalib.data.download import ARCHIVES, fetch
 from dalib.data.roots import data_root, require
 from dalib.errors import DalibError
 
@@ -201,12 +205,18 @@ def image_benchmark(
     crop: int,
     normalize: Literal["imagenet", "symmetric"],
     skip_corrupt: bool,
+    download: bool,
 ) -> DomainPair:
     benchmark = BENCHMARKS[name]
     s, t = benchmark.domain(source), benchmark.domain(target)
+    if download:
+        for archive in ARCHIVES[name]:
+            fetch(archive.url, archive.sha256, data_root(root) / benchmark.folder,
+                  archive.filename, extracted=archive.extracts_to)  # fmt: skip
     base = require(
         data_root(root) / benchmark.folder, root,
-        f"put {benchmark.title} there (one folder per domain) or let dalib download it",
+        f"put {benchmark.title} there (one folder per domain), or set "
+        "data.dataset.download: true to download it",
     )  # fmt: skip
     if file_lists:
         unknown = set(file_lists) - {"source", "target", "target_test"}
@@ -252,9 +262,11 @@ def _register(name: str) -> None:
         crop: int = 224,
         normalize: Literal["imagenet", "symmetric"] = "imagenet",
         skip_corrupt: bool = False,
+        download: bool = False,
     ) -> DomainPair:
         return image_benchmark(
-            name, source, target, root, file_lists, resize, crop, normalize, skip_corrupt
+            name, source, target, root, file_lists, resize, crop, normalize, skip_corrupt,
+            download,
         )
 
     factory.__doc__ = f"{benchmark.title}: {', '.join(benchmark.domains.values())}."
