@@ -4,10 +4,12 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from dalib.data import DATASETS, DomainDataModule
 from dalib.data.datamodule import dataset_labels
+from dalib.errors import DalibError
 
 pytestmark = pytest.mark.usefixtures("shared_data")
 
@@ -54,3 +56,17 @@ def test_digits_train_batches_pair_mnist_with_unlabelled_usps():
     batch, _, _ = next(iter(data.train_dataloader()))
     assert batch["source"][0].shape == batch["target"][0].shape == (8, 1, 28, 28)
     assert (batch["target"][1] == -1).all()
+
+
+def test_mnist_as_an_svhn_target_is_32x32_with_three_equal_channels():
+    from dalib.data.digits import load_digits
+
+    mnist = load_digits("MNIST", train=False, channels=3, size=32, root=None, download=False)
+    x, _ = mnist[0]
+    assert len(mnist) == 10_000 and x.shape == (3, 32, 32)
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+
+
+def test_missing_digits_say_how_to_download(tmp_path):
+    with pytest.raises(DalibError, match=r"MNIST not found under .*download: true"):
+        DATASETS.build({"name": "digits", "root": str(tmp_path)})
