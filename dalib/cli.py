@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from dalib import report, sweep
@@ -24,6 +25,7 @@ from dalib.results import library_versions, write_json_atomic
 from dalib.selection import SelectionTracker
 
 RESULT_FILE = "result.json"
+EMBEDDING_FILE = "embedding.pt"  # the last validation's features, for `dalib report --plots`
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
         "class_path": "pytorch_lightning.loggers.CSVLogger",
@@ -70,10 +72,14 @@ class DalibCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        tracker = next(c for c in self.trainer.callbacks if isinstance(c, SelectionTracker))
+        if self.trainer.is_global_zero and tracker.embedding:
+            path = run_directory(self.trainer) / EMBEDDING_FILE
+            torch.save(tracker.embedding, path)
         self.write_record(
             RESULT_FILE,
             {
-                **selection_record(self.trainer, self.model.hparams.selection),
+                **selection_record(self.trainer, tracker, self.model.hparams.selection),
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
@@ -110,7 +116,7 @@ class DalibCLI(LightningCLI):
         print(f"dalib: wrote {path}")
 
 
-def selection_record(trainer, selection: str) -> dict[str, Any]:
+def selection_record(trainer, tracker: SelectionTracker, selection: str) -> dict[str, Any]:
     """What model selection chose: the selected model's target accuracy, and the alternatives.
 
     ``target_acc`` is the accuracy of the model that ``selection`` prefers (no target label is
@@ -118,7 +124,6 @@ def selection_record(trainer, selection: str) -> dict[str, Any]:
     any validation (an upper bound that uses target labels); ``last_target_acc`` the final one;
     ``selections`` what every score would have chosen.
     """
-    tracker = next(c for c in trainer.callbacks if isinstance(c, SelectionTracker))
     choices = tracker.choices()
     if not choices:
         raise DalibError("no validation ran, so no model was selected; keep validation enabled")

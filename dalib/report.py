@@ -40,7 +40,9 @@ def load_records(root: Path) -> list[dict[str, Any]]:
 
 def row_name(record: dict[str, Any], varied: Sequence[str]) -> str:
     """The method, with the swept hyper-parameters that distinguish its runs."""
-    params = ", ".join(f"{k.split('.')[-1]}={record['_params'][k]}" for k in varied)
+    params = ", ".join(
+        f"{k.split('.')[-1]}={record['_params'][k]}" for k in varied if k in record["_params"]
+    )
     return f"{record['method']} ({params})" if params else record["method"]
 
 
@@ -57,15 +59,18 @@ def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
     return sorted(k for k in keys if len({str(r["_params"].get(k)) for r in records}) > 1)
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return ""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
+    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * std:.{digits}f}"
 
 
-def table(records: list[dict[str, Any]], varied: Sequence[str], key: str) -> list[list[str]]:
+def table(
+    records: list[dict[str, Any]], varied: Sequence[str], key: str, scale: float = 100.0
+) -> list[list[str]]:
     """Rows of method × task cells ``mean ± std`` of ``key`` over seeds, plus the average."""
+    digits = 1 if scale == 100.0 else 2
     tasks = sorted({r["task"] for r in records})
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
@@ -74,8 +79,8 @@ def table(records: list[dict[str, Any]], varied: Sequence[str], key: str) -> lis
     for name in sorted({row_name(r, varied) for r in records}):
         means = [statistics.mean(cells[name, t]) for t in tasks if cells[name, t]]
         seeds = sorted({len(cells[name, t]) for t in tasks if cells[name, t]})
-        avg = f"{100 * statistics.mean(means):.1f}" if len(means) == len(tasks) else ""
-        row = [name, *(mean_std(cells[name, t]) for t in tasks), avg]
+        avg = f"{scale * statistics.mean(means):.{digits}f}" if len(means) == len(tasks) else ""
+        row = [name, *(mean_std(cells[name, t], scale, digits) for t in tasks), avg]
         rows.append([*row, "/".join(map(str, seeds))])
     return rows
 
@@ -94,13 +99,34 @@ def published(records: list[dict[str, Any]]) -> list[list[str]]:
     return rows if len(rows) > 1 else []
 
 
+def selection_table(records: list[dict[str, Any]], varied: Sequence[str]) -> list[list[str]]:
+    """Per row: the mean target accuracy of the model each selection score chose."""
+    scored = [r for r in records if r.get("selections")]
+    if not scored:
+        return []
+    names = list(scored[0]["selections"])
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in scored:
+        for name, choice in r["selections"].items():
+            values[row_name(r, varied), name].append(choice["target_acc"])
+    rows = [["method", *names]]
+    for row in sorted({row_name(r, varied) for r in scored}):
+        rows.append([row, *(f"{100 * statistics.mean(values[row, n]):.1f}" for n in names)])
+    return rows
+
+
+def sweep_commands(root: Path) -> list[str]:
+    """The sweep files behind the records under ``root``, as their ``sweep.json`` names them."""
+    return sorted({json.loads(p.read_text())["sweep"] for p in root.rglob("sweep.json")})
+
+
 def markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(lines)
 
 
-def write_report(root: Path, out: Path) -> str:
+def write_report(root: Path, out: Path, plots: bool = False) -> str:
     records = load_records(root)
     if not records:
         raise SystemExit(f"dalib report: no readable {RESULT} under {root}")
@@ -108,6 +134,9 @@ def write_report(root: Path, out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
              "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip
+    if sweeps := sweep_commands(root):
+        runs = ", ".join(f"`dalib sweep {s}`" for s in sweeps)
+        parts += ["", f"Produced by {runs}, then `dalib report {root}`."]
     csv_rows = []
     for selection in sorted({r["selected_by"] for r in records}):
         chosen = [r for r in records if r["selected_by"] == selection]
@@ -125,6 +154,20 @@ def write_report(root: Path, out: Path) -> str:
         csv_rows += [["oracle", *row] for row in rows]
     if reference := published(records):
         parts += ["", "## Published numbers named by the configs", "", markdown(reference)]
+    if every := selection_table(records, varied):
+        title = ("## What each selection score would have chosen (target accuracy %, mean over "
+                 "seeds and tasks; `oracle` uses target labels)")  # fmt: skip
+        parts += ["", title, "", markdown(every)]
+    measured = [r for r in records if r.get("a_distance") is not None]
+    if measured:
+        parts += ["", "## Proxy A-distance between source and target features (last validation; "
+                  "0: indistinguishable, 2: separable)", ""]  # fmt: skip
+        parts.append(markdown(table(measured, varied, "a_distance", scale=1.0)))
+    if plots:
+        from dalib.plots import all_plots  # matplotlib and t-SNE load only when asked for
+
+        figures = all_plots(records, varied, out)
+        parts += ["", "## Figures", "", *(f"![{p.stem}]({p.name})" for p in figures)]
     text = "\n".join(parts) + "\n"
     (out / "report.md").write_text(text)
     with (out / "report.csv").open("w", newline="") as f:
@@ -137,5 +180,8 @@ def main(arguments: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="folder holding run records (result.json)")
     parser.add_argument("--out", type=Path, help="where report.md and report.csv go")
+    parser.add_argument(
+        "--plots", action="store_true", help="also accuracy vs hyper-parameter, curves, t-SNE"
+    )
     args = parser.parse_args(arguments)
-    print(write_report(args.results, args.out or args.results))
+    print(write_report(args.results, args.out or args.results, args.plots))

@@ -12,6 +12,7 @@ from dalib.selection.scores import SCORES, EvalOutputs, proxy_a_distance
 
 # The validation loaders of DomainDataModule, in order.
 SOURCE_VAL, TARGET_TEST, TARGET_UNLABELLED = range(3)
+EMBEDDING_SAMPLES = 500
 
 
 def f32(value: float) -> float:
@@ -33,6 +34,7 @@ class SelectionTracker(Callback):
         self.history: list[dict[str, float]] = []
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.a_distance: float | None = None
+        self.embedding: dict[str, torch.Tensor] = {}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._outputs = {SOURCE_VAL: [], TARGET_TEST: [], TARGET_UNLABELLED: []}
@@ -71,6 +73,11 @@ class SelectionTracker(Callback):
         pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in SCORES})
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
         self.a_distance = proxy_a_distance(out.source_features, out.target_features)
+        self.embedding = {  # a sample of the latest features, for t-SNE plots of the run
+            "source": out.source_features[:EMBEDDING_SAMPLES],
+            "source_labels": out.source_labels[:EMBEDDING_SAMPLES],
+            "target": out.target_features[:EMBEDDING_SAMPLES],
+        }
         self._outputs = {}
 
     def choices(self) -> dict[str, dict[str, float]]:
