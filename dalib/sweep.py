@@ -9,10 +9,14 @@ A sweep file::
     grid: {model.gamma: [0.3, 1.0]}                            # every combination
     random: {samples: 4, seed: 0, space: {model.lr: {log_uniform: [0.001, 0.1]}}}
     overrides: {trainer.max_epochs: 10}                        # for every run
-    processes: 1                                               # runs at a time
+    processes: 1                                               # local runs at a time
+    backend: local                                             # or ray (pip install dalib[ray])
+    ray_address: null                                          # a cluster's address; none: local
 
 Each run is an ordinary ``dalib fit`` of its method config plus its overrides, in a forked
-process (so the imports are paid once), with its logs, checkpoints and ``result.json`` in
+process (so the imports are paid once) or, with ``backend: ray``, as a Ray task that runs
+``python -m dalib.cli fit ...`` on a cluster's workers (the output folder must then be on a file
+system every node sees), with its logs, checkpoints and ``result.json`` in
 ``<output>/<method>/<task>/<hyper-parameters>/seed_<seed>/``. A run is finished when its
 ``result.json`` exists (written atomically, last); rerunning the sweep skips finished runs and
 redoes any other whose folder exists, so an interrupted sweep resumes without losing or
@@ -32,7 +36,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +49,11 @@ import yaml
 from dalib.errors import DalibError
 from dalib.results import write_json_atomic
 
-SWEEP_KEYS = {"output", "methods", "tasks", "seeds", "grid", "random", "overrides", "processes"}
+SWEEP_KEYS = {
+    "output", "methods", "tasks", "seeds", "grid", "random", "overrides", "processes", "backend",
+    "ray_address",
+}  # fmt: skip
+BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 RESULT = "result.json"
@@ -180,45 +187,94 @@ def _child(arguments: list[str], log: Path) -> None:
     main(arguments)
 
 
+def prepare(run: Run, output: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """A fresh folder for ``run`` (a half-written one is removed) and its command line."""
+    run_dir = output / run.run_id
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    return run_arguments(run, run_dir, overrides)
+
+
+def run_local(todo: list[Run], output: Path, overrides: Mapping[str, Any], processes: int):
+    """Yield ``(run, exit code)`` as forked runs finish, ``processes`` at a time."""
+    context = multiprocessing.get_context("fork")
+    running: dict[Any, tuple[Run, Any]] = {}
+    todo = list(todo)
+    while todo or running:
+        while todo and len(running) < processes:
+            run = todo.pop(0)
+            arguments = prepare(run, output, overrides)
+            log = output / run.run_id / "log.txt"
+            process = context.Process(target=_child, args=(arguments, log))
+            process.start()
+            running[process.sentinel] = (run, process)
+        for sentinel in wait(list(running)):
+            run, process = running.pop(sentinel)
+            process.join()
+            yield run, process.exitcode
+
+
+def run_ray(todo: list[Run], output: Path, overrides: Mapping[str, Any], address: str | None):
+    """Yield ``(run, exit code)`` as Ray tasks finish; each runs ``python -m dalib.cli fit``."""
+    try:
+        import ray
+    except ImportError as error:
+        raise DalibError("backend: ray needs Ray: pip install 'dalib[ray]'") from error
+
+    @ray.remote(num_cpus=1)
+    def fit(arguments: list[str], log: str) -> int:
+        import subprocess
+
+        with open(log, "w") as f:
+            command = [sys.executable, "-m", "dalib.cli", *arguments]
+            return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        pending = {
+            fit.remote(prepare(run, output, overrides), str(output / run.run_id / "log.txt")): run
+            for run in todo
+        }
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(ready), ray.get(ready)
+    finally:
+        ray.shutdown()
+
+
 def run_sweep(path: Path, processes: int | None = None) -> int:
     """Run every unfinished run of the sweep; return the number of failed runs."""
     spec, runs = load_sweep(path)
-    output = Path(spec.get("output") or Path("runs") / "sweeps" / path.stem)
-    processes = processes or int(spec.get("processes", 1))
+    output = Path(spec.get("output") or Path("runs") / "sweeps" / path.stem).absolute()
+    backend = spec.get("backend", "local")
+    if backend not in BACKENDS:
+        raise DalibError(f"{path}: unknown backend {backend!r}; choose one of {BACKENDS}")
     write_json_atomic(output / "sweep.json", {
         "sweep": str(path), "spec": spec,
         "runs": [{"id": r.run_id, "config": str(r.config), "params": r.params, "seed": r.seed}
                  for r in runs],
     })  # fmt: skip
     todo = [r for r in runs if not (output / r.run_id / RESULT).is_file()]
-    print(f"dalib sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
-    context = multiprocessing.get_context("fork")
-    running: dict[Any, tuple[Run, Any, float]] = {}
-    failed = 0
     done = len(runs) - len(todo)
-    while todo or running:
-        while todo and len(running) < processes:
-            run = todo.pop(0)
-            run_dir = output / run.run_id
-            shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run is redone
-            run_dir.mkdir(parents=True)
-            arguments = run_arguments(run, run_dir, spec.get("overrides") or {})
-            process = context.Process(target=_child, args=(arguments, run_dir / "log.txt"))
-            process.start()
-            running[process.sentinel] = (run, process, time.perf_counter())
-        for sentinel in wait(list(running)):
-            run, process, started = running.pop(sentinel)
-            process.join()
-            done += 1
-            result = output / run.run_id / RESULT
-            if process.exitcode == 0 and result.is_file():
-                acc = json.loads(result.read_text()).get("target_acc")
-                status = f"target_acc={acc:.4f}" if acc is not None else "done"
-            else:
-                failed += 1
-                status = f"FAILED (exit {process.exitcode}; see {output / run.run_id}/log.txt)"
-            elapsed = time.perf_counter() - started
-            print(f"[{done}/{len(runs)}] {run.run_id}: {status} ({elapsed:.1f} s)", flush=True)
+    print(f"dalib sweep: {len(runs)} runs, {done} already finished", flush=True)
+    overrides = spec.get("overrides") or {}
+    if not todo:
+        finished = iter(())
+    elif backend == "ray":
+        finished = run_ray(todo, output, overrides, spec.get("ray_address"))
+    else:
+        finished = run_local(todo, output, overrides, processes or int(spec.get("processes", 1)))
+    failed = 0
+    for run, exitcode in finished:
+        done += 1
+        result = output / run.run_id / RESULT
+        if exitcode == 0 and result.is_file():
+            acc = json.loads(result.read_text()).get("target_acc")
+            status = f"target_acc={acc:.4f}" if acc is not None else "done"
+        else:
+            failed += 1
+            status = f"FAILED (exit {exitcode}; see {output / run.run_id}/log.txt)"
+        print(f"[{done}/{len(runs)}] {run.run_id}: {status}", flush=True)
     print(f"dalib sweep: results in {output}; summarise with `dalib report {output}`")
     return failed
 

@@ -13,7 +13,7 @@ import yaml
 
 from dalib.errors import DalibError
 from dalib.report import write_report
-from dalib.sweep import load_sweep
+from dalib.sweep import load_sweep, run_sweep
 from tests.conftest import REPO, TOY
 
 TIMING = {"wall_time_s", "config", "versions", "selected_checkpoint"}
@@ -143,3 +143,24 @@ def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):
     assert "| dann | 85.0 ± 7.1 | 85.0 | 2 |" in text
     assert "Model selected by `dev` (no target labels)" in text
     assert "| dann | 91.7 | Paper 2018, Table 1 |" in text
+
+
+def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the Ray workers' `python -m dalib.cli`
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    path = sweep_file(
+        tmp_path,
+        output=str(tmp_path / "out"),
+        methods=[str(TOY / "dann.yaml")],
+        seeds=[0, 1],
+        overrides={"trainer.max_epochs": 1, "data.iterations_per_epoch": 20},
+        backend="ray",
+    )
+    assert run_sweep(path) == 0
+    found = records(tmp_path / "out")
+    assert sorted(found) == ["dann/default/default/seed_0", "dann/default/default/seed_1"]
+    assert [r["seed"] for _, r in sorted(found.items())] == [0, 1]
+    assert run_sweep(path) == 0  # everything finished: nothing is run again
+    assert records(tmp_path / "out") == found
