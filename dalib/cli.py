@@ -68,6 +68,9 @@ class DalibCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
+        config = self.config[self.subcommand].clone().as_dict()
+        for logger in self.trainer.loggers:  # the whole config, data and trainer included
+            logger.log_hyperparams(config)
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:

@@ -12,6 +12,7 @@ A sweep file::
     processes: 1                                               # local runs at a time
     backend: local                                             # or ray (pip install dalib[ray])
     ray_address: null                                          # a cluster's address; none: local
+    wandb: {project: dalib, offline: true}                     # optional: also log to wandb
 
 Each run is an ordinary ``dalib fit`` of its method config plus its overrides, in a forked
 process (so the imports are paid once) or, with ``backend: ray``, as a Ray task that runs
@@ -27,6 +28,7 @@ they were.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import itertools
 import json
@@ -51,7 +53,7 @@ from dalib.results import write_json_atomic
 
 SWEEP_KEYS = {
     "output", "methods", "tasks", "seeds", "grid", "random", "overrides", "processes", "backend",
-    "ray_address",
+    "ray_address", "wandb",
 }  # fmt: skip
 BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
@@ -163,13 +165,25 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
     return spec, runs
 
 
-def run_arguments(run: Run, run_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
-    """The ``dalib fit`` command line of one run; its overrides go in a YAML file beside it."""
+def run_arguments(
+    run: Run, run_dir: Path, overrides: Mapping[str, Any], wandb: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The ``dalib fit`` command line of one run; its overrides go in a YAML file beside it.
+
+    The run logs to CSV in its folder (where its record goes) and, with ``wandb`` options, also
+    to a Weights & Biases run named after it, with its whole config.
+    """
     settings = nested({**overrides, **run.overrides, **run.params})
-    settings.setdefault("trainer", {})["logger"] = {
+    loggers: list[dict[str, Any]] = [{
         "class_path": "pytorch_lightning.loggers.CSVLogger",
         "init_args": {"save_dir": str(run_dir), "name": "", "version": ""},
-    }
+    }]  # fmt: skip
+    if wandb is not None:
+        loggers.append({
+            "class_path": "pytorch_lightning.loggers.WandbLogger",
+            "init_args": {"name": run.run_id, "save_dir": str(run_dir), **wandb},
+        })  # fmt: skip
+    settings.setdefault("trainer", {})["logger"] = loggers
     settings["trainer"]["enable_progress_bar"] = False
     settings["seed_everything"] = run.seed
     (run_dir / "sweep_overrides.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -184,18 +198,21 @@ def _child(arguments: list[str], log: Path) -> None:
     os.dup2(fd, 1), os.dup2(fd, 2)
     from dalib.cli import main
 
-    main(arguments)
+    try:
+        main(arguments)
+    finally:  # a forked child ends with os._exit: let loggers (wandb) flush as at a normal exit
+        atexit._run_exitfuncs()
 
 
-def prepare(run: Run, output: Path, overrides: Mapping[str, Any]) -> list[str]:
+def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
     """A fresh folder for ``run`` (a half-written one is removed) and its command line."""
     run_dir = output / run.run_id
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    return run_arguments(run, run_dir, overrides)
+    return run_arguments(run, run_dir, spec.get("overrides") or {}, spec.get("wandb"))
 
 
-def run_local(todo: list[Run], output: Path, overrides: Mapping[str, Any], processes: int):
+def run_local(todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int):
     """Yield ``(run, exit code)`` as forked runs finish, ``processes`` at a time."""
     context = multiprocessing.get_context("fork")
     running: dict[Any, tuple[Run, Any]] = {}
@@ -203,7 +220,7 @@ def run_local(todo: list[Run], output: Path, overrides: Mapping[str, Any], proce
     while todo or running:
         while todo and len(running) < processes:
             run = todo.pop(0)
-            arguments = prepare(run, output, overrides)
+            arguments = prepare(run, output, spec)
             log = output / run.run_id / "log.txt"
             process = context.Process(target=_child, args=(arguments, log))
             process.start()
@@ -214,7 +231,7 @@ def run_local(todo: list[Run], output: Path, overrides: Mapping[str, Any], proce
             yield run, process.exitcode
 
 
-def run_ray(todo: list[Run], output: Path, overrides: Mapping[str, Any], address: str | None):
+def run_ray(todo: list[Run], output: Path, spec: Mapping[str, Any]):
     """Yield ``(run, exit code)`` as Ray tasks finish; each runs ``python -m dalib.cli fit``."""
     try:
         import ray
@@ -229,10 +246,10 @@ def run_ray(todo: list[Run], output: Path, overrides: Mapping[str, Any], address
             command = [sys.executable, "-m", "dalib.cli", *arguments]
             return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    ray.init(address=spec.get("ray_address"), include_dashboard=False, log_to_driver=False)
     try:
         pending = {
-            fit.remote(prepare(run, output, overrides), str(output / run.run_id / "log.txt")): run
+            fit.remote(prepare(run, output, spec), str(output / run.run_id / "log.txt")): run
             for run in todo
         }
         while pending:
@@ -257,13 +274,12 @@ def run_sweep(path: Path, processes: int | None = None) -> int:
     todo = [r for r in runs if not (output / r.run_id / RESULT).is_file()]
     done = len(runs) - len(todo)
     print(f"dalib sweep: {len(runs)} runs, {done} already finished", flush=True)
-    overrides = spec.get("overrides") or {}
     if not todo:
         finished = iter(())
     elif backend == "ray":
-        finished = run_ray(todo, output, overrides, spec.get("ray_address"))
+        finished = run_ray(todo, output, spec)
     else:
-        finished = run_local(todo, output, overrides, processes or int(spec.get("processes", 1)))
+        finished = run_local(todo, output, spec, processes or int(spec.get("processes", 1)))
     failed = 0
     for run, exitcode in finished:
         done += 1

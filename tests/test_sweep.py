@@ -164,3 +164,21 @@ def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch)
     assert [r["seed"] for _, r in sorted(found.items())] == [0, 1]
     assert run_sweep(path) == 0  # everything finished: nothing is run again
     assert records(tmp_path / "out") == found
+
+
+def test_wandb_logs_each_run_with_its_config_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = sweep_file(
+        tmp_path,
+        output=str(tmp_path / "out"),
+        methods=[str(TOY / "dann.yaml")],
+        overrides={"trainer.max_epochs": 1, "data.iterations_per_epoch": 7},
+        wandb={"project": "dalib-test", "offline": True},
+    )
+    assert run_sweep(path) == 0
+    run_dir = tmp_path / "out" / "dann" / "default" / "default" / "seed_0"
+    assert (run_dir / "result.json").is_file()
+    (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    logged = wandb_file.read_bytes()
+    assert b"dann/default/default/seed_0" in logged  # the run's name
+    assert b'"iterations_per_epoch":7' in logged and b'"name":"dann"' in logged  # config
