@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -148,6 +149,37 @@ def test_sharded_sampler_splits_each_global_batch_between_the_processes():
     stream = torch.stack([torch.tensor(d).view(3, 4) for d in drawn], dim=1).flatten()
     generator = torch.Generator().manual_seed(hash((7, 1)) % 2**63)
     assert stream.tolist() == torch.randperm(50, generator=generator)[:36].tolist()
+
+
+def test_class_balanced_shards_are_blocks_of_one_weighted_stream():
+    data = torch.utils.data.TensorDataset(torch.arange(6))
+    weights = torch.tensor([1.0, 1.0, 1.0, 1.0, 10.0, 10.0])
+    drawn = [list(ShardedRandomSampler(data, 4, 5, 2, r, seed=3, weights=weights)) for r in (0, 1)]
+    stream = torch.stack([torch.tensor(d).view(4, 5) for d in drawn], dim=1).flatten()
+    generator = torch.Generator().manual_seed(hash((3, 0)) % 2**63)
+    expected = torch.multinomial(weights, 40, replacement=True, generator=generator)
+    assert stream.tolist() == expected.tolist()
+
+
+def test_under_ddp_the_data_module_shards_training_and_evaluation_data():
+    modules = []
+    for rank in range(WORLD):
+        dm = DomainDataModule(batch_size=16)  # moons: 270 source, 300 target training samples
+        dm.trainer = SimpleNamespace(world_size=WORLD, global_rank=rank)
+        dm.setup("fit")
+        modules.append(dm)
+    assert modules[0].steps_per_epoch() == 10  # the larger domain once: ceil(300 / (2 × 16))
+    for rank, dm in enumerate(modules):
+        dm.iterations_per_epoch = 8  # 2 × 8 × 16 = 256 <= 270: one pass, no repeat
+        for domain, loader in dm.train_dataloader().iterables.items():
+            assert isinstance(loader.sampler, ShardedRandomSampler), domain
+            assert loader.sampler.rank == rank and len(list(loader)) == 8
+    for domain in ("source", "target"):
+        shards = [set(dm.train_dataloader().iterables[domain].sampler) for dm in modules]
+        assert len(shards[0]) == len(shards[1]) == 128 and not shards[0] & shards[1]
+    for idx, split in enumerate(["source_val", "target_test"]):
+        seen = sorted(i for dm in modules for i in dm.val_dataloader()[idx].sampler)
+        assert seen == list(range(len(modules[0].splits[split])))
 
 
 class RecordEvaluation(Callback):
