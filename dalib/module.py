@@ -49,10 +49,11 @@ class DomainAdaptationModule(pl.LightningModule):
     ``backbone_lr_mult·lr`` (0.1 for a pretrained backbone in the Office-31 protocol).
 
     Under data-parallel training, ``gather_discrepancy`` (default) computes a non-adversarial
-    ``D`` on the features (and logits, labels, weights) of all processes, gathered with
-    gradients: W processes × batch B give the loss and gradients of one process × batch W·B.
-    Adversarial measures are per-sample losses, which DDP's gradient averaging already makes
-    exact; they are never gathered. ``False`` computes ``D`` on each process's own batch.
+    ``D`` on the inputs of all processes (features, instance weights, and logits and labels for
+    measures that use them), gathered with gradients: W processes × batch B give the loss and
+    gradients of one process × batch W·B. Adversarial measures are per-sample losses, which
+    DDP's gradient averaging already makes exact; they are never gathered. ``False`` computes
+    ``D`` on each process's own batch.
     """
 
     def __init__(

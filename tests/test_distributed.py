@@ -24,7 +24,7 @@ from dalib.target_losses import UNLABELLED
 from tests.conftest import REPO, TOY
 
 WORLD = 2
-GATHERED = ["mmd", "coral", "sinkhorn"]
+GATHERED = ["mmd", "coral", "sinkhorn", "jmmd", "deepjdot"]
 
 
 def make_module(discrepancy: str, **options) -> DomainAdaptationModule:
@@ -132,7 +132,13 @@ def test_without_the_gather_each_process_computes_a_different_estimate(ddp_resul
 
 def test_adversarial_measures_are_not_gathered(ddp_results):
     for rank in ddp_results:
-        assert rank["gathered_calls"] == ["KernelMMD", "CORAL", "SinkhornDistance"]
+        assert rank["gathered_calls"] == [
+            "KernelMMD",
+            "CORAL",
+            "SinkhornDistance",
+            "JointMMD",
+            "DeepJDOT",
+        ]
         assert sum(g.abs().sum() for g in rank["dann"]["grads"]) > 0
 
 
