@@ -31,11 +31,9 @@ if TYPE_CHECKING:
     from dalib.discrepancy import Discrepancy
 
 
-def world() -> tuple[int, int]:
-    """``(number of processes, this process's rank)``; ``(1, 0)`` outside distributed training."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+def world_size() -> int:
+    """The number of processes training together; 1 outside distributed training."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dalib.discrepancy import DISCREPANCIES
-from dalib.distributed import gather_inputs, world
+from dalib.distributed import gather_inputs, world_size
 from dalib.errors import DalibError
 from dalib.models import BACKBONES, bottleneck
 from dalib.registry import Spec, split_spec
@@ -176,7 +176,9 @@ class DomainAdaptationModule(pl.LightningModule):
     def gathers_discrepancy(self) -> bool:
         """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""
         return (
-            self.hparams.gather_discrepancy and not self.discrepancy.adversarial and world()[0] > 1
+            self.hparams.gather_discrepancy
+            and not self.discrepancy.adversarial
+            and world_size() > 1
         )
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
