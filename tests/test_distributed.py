@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.distributed import ShardedRandomSampler
+from dalib.errors import DalibError
 from dalib.target_losses import UNLABELLED
 from tests.conftest import REPO, TOY
 
@@ -99,6 +100,10 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         key = name if options.get("gather_discrepancy", True) else f"{name}_per_process"
         results[key] = {"value": value.detach(), "grads": [p.grad for p in extractor(module)]}
     results["gathered_calls"] = gathered_calls
+    try:
+        make_module("wdgrl").compute_losses(shard(full_batch(), rank), progress=0.5)
+    except DalibError as error:
+        results["wdgrl_error"] = str(error)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -140,6 +145,11 @@ def test_adversarial_measures_are_not_gathered(ddp_results):
             "DeepJDOT",
         ]
         assert sum(g.abs().sum() for g in rank["dann"]["grads"]) > 0
+
+
+def test_wdgrl_refuses_inner_critic_steps_that_would_differ_between_processes(ddp_results):
+    for rank in ddp_results:
+        assert "set critic_steps: 1" in rank["wdgrl_error"]
 
 
 def test_sharded_sampler_splits_each_global_batch_between_the_processes():
