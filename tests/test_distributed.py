@@ -198,6 +198,14 @@ def test_under_ddp_the_data_module_shards_training_and_evaluation_data():
         assert seen == list(range(len(modules[0].splits[split])))
 
 
+def test_more_processes_than_evaluation_samples_is_refused():
+    dm = DomainDataModule()  # moons: 30 source validation samples
+    dm.trainer = SimpleNamespace(world_size=32, global_rank=0)
+    dm.setup("validate")
+    with pytest.raises(DalibError, match="source_val set has 30 samples, fewer than the 32"):
+        dm.val_dataloader()
+
+
 class RecordEvaluation(Callback):
     """Writes each rank's final metrics, evaluation and training indices, and the model."""
 
