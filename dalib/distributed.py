@@ -3,7 +3,7 @@
 Under DDP each process sees its own batch of each domain. A loss that is a mean over samples
 (cross-entropy, an adversarial critic's loss) averages correctly through DDP's gradient
 averaging, but a discrepancy between two *batches* (MMD, CORAL, optimal transport) computed on
-each process's shard is a different, noisier estimator. ``gather_batch`` all-gathers the inputs
+each process's shard is a different, noisier estimator. ``gather_inputs`` all-gathers the inputs
 of ``D`` with gradients, so every process computes ``D`` on the global batch.
 
 Why the gradients come out right: every process computes the same value ``D(all)`` and adds
@@ -70,8 +70,8 @@ class ShardedRandomSampler(DistributedSampler):
     another (each sample once per pass, as ``RandomSampler`` draws), or, with ``weights``, draws
     with replacement in proportion to them. Global step ``k`` takes the stream's ``k``-th run of
     ``num_replicas × batch_size`` indices and process ``r`` its ``r``-th block of
-    ``batch_size``: within a pass no two processes draw the same sample, and together they draw
-    the batch one process would draw at ``num_replicas × batch_size``.
+    ``batch_size``: within a pass no two processes draw the same sample, and together they take
+    the batch that one process reading the stream would take at ``num_replicas × batch_size``.
 
     It is a ``DistributedSampler`` so that Lightning keeps it instead of substituting its own.
     """
@@ -106,7 +106,9 @@ class ShardedRandomSampler(DistributedSampler):
         return iter(blocks[:, self.rank].flatten().tolist())
 
 
-def evaluation_sampler(dataset: Dataset, name: str, num_replicas: int, rank: int):
+def evaluation_sampler(
+    dataset: Dataset, name: str, num_replicas: int, rank: int
+) -> UnrepeatedDistributedSampler:
     """Every sample on exactly one process, no padding (Lightning's own pads with duplicates)."""
     if len(dataset) < num_replicas:
         raise DalibError(
