@@ -19,6 +19,7 @@ from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
 from dalib.results import library_versions, write_json_atomic
+from dalib.selection import SelectionTracker
 
 RESULT_FILE = "result.json"
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -63,9 +64,7 @@ class DalibCLI(LightningCLI):
         self.write_record(
             RESULT_FILE,
             {
-                "selected_by": "last",
-                "target_acc": self.metrics().get("val/target_acc"),
-                "source_val_acc": self.metrics().get("val/source_acc"),
+                **selection_record(self.trainer, self.model.hparams.selection),
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
@@ -99,6 +98,35 @@ class DalibCLI(LightningCLI):
         path = run_directory(self.trainer) / file_name
         write_json_atomic(path, record)
         print(f"dalib: wrote {path}")
+
+
+def selection_record(trainer, selection: str) -> dict[str, Any]:
+    """What model selection chose: the selected model's target accuracy, and the alternatives.
+
+    ``target_acc`` is the accuracy of the model that ``selection`` prefers (no target label is
+    used unless ``selection`` is ``oracle``); ``oracle_target_acc`` the best target accuracy of
+    any validation (an upper bound that uses target labels); ``last_target_acc`` the final one;
+    ``selections`` what every score would have chosen.
+    """
+    tracker = next(c for c in trainer.callbacks if isinstance(c, SelectionTracker))
+    choices = tracker.choices()
+    if not choices:
+        raise DalibError("no validation ran, so no model was selected; keep validation enabled")
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return {
+        "selected_by": selection,
+        "target_acc": choices[selection]["target_acc"],
+        "selected_epoch": choices[selection]["epoch"],
+        "selected_checkpoint": best or None,
+        "source_val_acc": choices[selection]["source_acc"],
+        "oracle_target_acc": choices["oracle"]["target_acc"],
+        "last_target_acc": choices["last"]["target_acc"],
+        "a_distance": tracker.a_distance,
+        "selections": {
+            name: {"epoch": entry["epoch"], "target_acc": entry["target_acc"]}
+            for name, entry in choices.items()
+        },
+    }
 
 
 def run_directory(trainer) -> Path:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -19,10 +20,13 @@ from dalib.errors import DalibError
 from dalib.models import BACKBONES, bottleneck
 from dalib.registry import Spec, split_spec
 from dalib.schedules import inverse_decay, make_schedule
+from dalib.selection import SCORES, SELECTIONS, SelectionTracker
 from dalib.target_losses import TARGET_LOSSES
 
 ScheduleSpec = float | str | Mapping[str, Any]
-EVAL_DOMAINS = ("source", "target")  # validation/test loader 0 and 1 of DomainDataModule
+# Validation/test loaders 0 and 1 of DomainDataModule; validation also has loader 2, unlabelled
+# target samples that only the label-free selection scores see.
+EVAL_DOMAINS = ("source", "target")
 
 
 class NonFiniteLossError(DalibError):
@@ -54,6 +58,11 @@ class DomainAdaptationModule(pl.LightningModule):
     gradients of one process × batch W·B. Adversarial measures are per-sample losses, which
     DDP's gradient averaging already makes exact; they are never gathered. ``False`` computes
     ``D`` on each process's own batch.
+
+    Model selection: every validation computes the label-free scores of ``dalib.selection``
+    (logged as ``select/<name>``); the checkpoint kept as ``best`` is the one ``selection``
+    prefers: a score name, ``last`` (the final model) or ``oracle`` (best target accuracy, which
+    uses target labels and is reported as the upper bound it is).
     """
 
     def __init__(
@@ -73,10 +82,15 @@ class DomainAdaptationModule(pl.LightningModule):
         lr_schedule: Literal["inverse", "constant"] = "inverse",
         backbone_lr_mult: float = 1.0,
         method: str | None = None,
+        selection: str = "last",
         gather_discrepancy: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if selection not in SELECTIONS:
+            raise DalibError(
+                f"unknown selection {selection!r}; choose one of: {', '.join(SELECTIONS)}"
+            )
         if num_classes < 2:
             raise DalibError(f"num_classes must be >= 2, got {num_classes}")
         for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:
@@ -204,9 +218,13 @@ class DomainAdaptationModule(pl.LightningModule):
         self.log("lr", self.optimizers().param_groups[-1]["lr"], batch_size=size)
         return terms["loss"]
 
-    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch[:2]
-        logits = self(x)
+        features = self.features(x)
+        logits = self.head(features)
+        outputs = {"logits": logits, "labels": y, "features": features}
+        if dataloader_idx >= len(EVAL_DOMAINS):  # unlabelled target samples, for selection only
+            return outputs
         metric = self.eval_acc[stage][dataloader_idx]
         metric(logits, y)
         domain = EVAL_DOMAINS[dataloader_idx]
@@ -225,12 +243,32 @@ class DomainAdaptationModule(pl.LightningModule):
             add_dataloader_idx=False,
             batch_size=x.shape[0],
         )
+        return outputs
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("val", batch, dataloader_idx)
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step("val", batch, dataloader_idx)
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The selection tracker; checkpoints of the model ``selection`` prefers and of the last.
+
+        ``last.ckpt`` is rewritten at every validation, so ``--ckpt_path last`` resumes from the
+        latest state whether or not the selection score improved.
+        """
+        latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        selection = self.hparams.selection
+        if selection == "last":
+            return [SelectionTracker(), latest]
+        if selection == "oracle":
+            monitor, mode = "val/target_acc", "max"
+        else:
+            monitor, mode = f"select/{selection}", SCORES[selection].mode
+        selected = ModelCheckpoint(
+            monitor=monitor, mode=mode, filename=f"best-{selection}-{{epoch}}", save_top_k=1
+        )
+        return [SelectionTracker(), selected, latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""

@@ -79,6 +79,7 @@ def test_test_subcommand_evaluates_a_checkpoint(tmp_path):
     run_dalib(["fit", "-c", str(TOY / "mmd.yaml"), "--trainer.max_epochs=2"], tmp_path / "fit")
     fit = only_result(tmp_path / "fit")
     (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
+    assert fit["selected_checkpoint"] == str(ckpt)
     run_dalib(["test", "-c", str(TOY / "mmd.yaml"), f"--ckpt_path={ckpt}"], tmp_path / "test")
     (record_path,) = (tmp_path / "test").rglob("test_result.json")
     record = json.loads(record_path.read_text())
@@ -104,6 +105,7 @@ def _fails_with_one_line(capsys, args, tmp_path) -> str:
         ("--model.gamma=nan", "gamma must be a finite number >= 0"),
         ("--data.dataset=mons", "did you mean 'moons'"),
         ("--model.discrepancy={name: dann, hiden: 3}", "unknown option 'hiden'"),
+        ("--model.selection=best", "unknown selection 'best'; choose one of: source_acc"),
     ],
 )
 def test_bad_input_stops_with_one_clear_line(capsys, tmp_path, override, message):
@@ -122,7 +124,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
     line = _fails_with_one_line(capsys, args, tmp_path)
     assert "loss became non-finite at step 60" in line
     (ckpt,) = tmp_path.rglob("*.ckpt")
-    assert ckpt.name == "epoch=0-step=50.ckpt"
+    assert ckpt.name == "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 50
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert not list(tmp_path.rglob("result.json"))

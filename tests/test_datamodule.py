@@ -66,9 +66,22 @@ def test_source_validation_is_held_out_and_evaluation_covers_the_target_test_spl
     train, val = dm.splits["source_train"], dm.splits["source_val"]
     assert set(train.indices).isdisjoint(val.indices)
     assert len(train) + len(val) == len(dm.pair.source) and len(val) == 60
-    source_loader, target_loader = dm.val_dataloader()
+    source_loader, target_loader, _ = dm.val_dataloader()
     assert sum(len(x) for x, _ in target_loader) == len(dm.pair.target_test)
     assert sum(len(x) for x, _ in source_loader) == 60
+    assert [len(loader.dataset) for loader in dm.test_dataloader()] == [
+        60,
+        len(target_loader.dataset),
+    ]
+
+
+def test_selection_sees_target_training_samples_without_labels():
+    dm = make(selection_samples=50)
+    (unlabelled_loader,) = dm.val_dataloader()[2:]
+    x, y = next(iter(unlabelled_loader))
+    assert len(unlabelled_loader.dataset) == 50 and (y == UNLABELLED).all()
+    target_inputs = dm.pair.target_train.tensors[0]
+    assert all((target_inputs == row).all(1).any() for row in x)
 
 
 def test_an_empty_target_is_refused():

@@ -72,6 +72,9 @@ class DomainDataModule(pl.LightningDataModule):
       larger training domain once). Both domains are drawn without replacement and cycle.
     - Validation and test: loader 0 is a held-out split of the labelled source data (what
       label-free model selection may use); loader 1 is the target test split (evaluation only).
+      Validation has a loader 2: up to ``selection_samples`` target training samples, labels
+      hidden, for the label-free selection scores (entropy, SND, and the density ratios of IWCV
+      and DEV).
     - Target training labels are hidden, except ``target_labels_per_class`` per class for
       semi-supervised adaptation.
     - ``class_balanced``: source batches drawn with probability inversely proportional to
@@ -96,6 +99,7 @@ class DomainDataModule(pl.LightningDataModule):
         class_balanced: bool = False,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        selection_samples: int = 2000,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -106,6 +110,8 @@ class DomainDataModule(pl.LightningDataModule):
             raise DalibError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if target_labels_per_class < 0:
             raise DalibError(f"target_labels_per_class must be >= 0, got {target_labels_per_class}")
+        if selection_samples < 2:
+            raise DalibError(f"selection_samples must be >= 2, got {selection_samples}")
         self.dataset_name, self.dataset_options = split_spec(dataset, "dataset")
         DATASETS.get(self.dataset_name)
         self.batch_size = batch_size
@@ -115,6 +121,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.target_labels_per_class = target_labels_per_class
         self.split_seed = split_seed
         self.class_balanced = class_balanced
+        self.selection_samples = selection_samples
         self._num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._pair: DomainPair | None = None
@@ -191,11 +198,15 @@ class DomainDataModule(pl.LightningDataModule):
             keep = labelled_subset(
                 dataset_labels(pair.target_train), self.target_labels_per_class, generator
             )
+        target_eval = pair.target_eval if pair.target_eval is not None else pair.target_train
+        n_select = min(self.selection_samples, len(target_eval))
+        select = torch.randperm(len(target_eval), generator=generator)[:n_select].sort().values
         return {
             "source_train": source_train,
             "source_val": source_val,
             "target_train": KeepLabels(pair.target_train, keep),
             "target_test": pair.target_test,
+            "target_unlabelled": KeepLabels(Subset(target_eval, select.tolist()), select[:0]),
         }
 
     def setup(self, stage: str) -> None:
@@ -262,7 +273,7 @@ class DomainDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader("source_val"), self._eval_loader("target_test")]
+        return [*self.test_dataloader(), self._eval_loader("target_unlabelled")]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return self.val_dataloader()
+        return [self._eval_loader("source_val"), self._eval_loader("target_test")]

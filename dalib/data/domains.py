@@ -16,7 +16,9 @@ class DomainPair:
     ``target_train`` may carry its labels: the data module hides all but the few a
     semi-supervised split keeps. ``target_test`` is used only for evaluation. ``source_eval``,
     when given, holds the same samples as ``source`` with the evaluation transform (no
-    augmentation), for the held-out source validation split. ``in_memory`` says whether the
+    augmentation), for the held-out source validation split; ``target_eval`` likewise holds the
+    samples of ``target_train`` with the evaluation transform, for label-free model selection.
+    ``in_memory`` says whether the
     samples are already tensors in memory (no loader workers needed) or decoded from files.
     """
 
@@ -27,6 +29,7 @@ class DomainPair:
     target_test: Dataset
     num_classes: int
     source_eval: Dataset | None = None
+    target_eval: Dataset | None = None
     in_memory: bool = True
 
 

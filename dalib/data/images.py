@@ -245,6 +245,7 @@ def image_benchmark(
         target_test=ImageList(test_samples, eval_tf),
         num_classes=benchmark.num_classes,
         source_eval=ImageList(source_samples, eval_tf),
+        target_eval=ImageList(target_samples, eval_tf),
         in_memory=False,
     )
 
@@ -265,7 +266,15 @@ def _register(name: str) -> None:
         download: bool = False,
     ) -> DomainPair:
         return image_benchmark(
-            name, source, target, root, file_lists, resize, crop, normalize, skip_corrupt,
+            name,
+            source,
+            target,
+            root,
+            file_lists,
+            resize,
+            crop,
+            normalize,
+            skip_corrupt,
             download,
         )
 

@@ -1,0 +1,157 @@
+"""Model-selection scores that see no target labels, and the proxy A-distance.
+
+Each score takes what one validation pass produced: source validation logits and labels (the
+held-out split of the labelled source data), target logits (unlabelled target samples), and the
+features of both. A score is maximised or minimised as its entry in ``SCORES`` says.
+
+- ``source_acc``: accuracy on held-out source data. Blind to the shift.
+- ``iwcv``: importance-weighted cross-validation (Sugiyama, Krauledat & Müller, JMLR 2007): the
+  source validation loss weighted by density ratios ``p_t(f)/p_s(f)`` from a domain classifier.
+- ``dev``: deep embedded validation (You et al., ICML 2019): IWCV with the control variate that
+  lowers its variance, ``mean(w·l) + η·mean(w) − η`` with ``η = −Cov(w·l, w)/Var(w)``.
+- ``entropy``: mean entropy of the target predictions. Documented failure: a model that predicts
+  one class for every target sample with confidence scores best.
+- ``snd``: soft neighbourhood density (Saito et al., ICCV 2021): the mean entropy of each target
+  sample's softmax-over-neighbours of cosine similarities between L2-normalised target class
+  probabilities, temperature 0.05. Documented failure, also in the paper: a model that collapses
+  every target sample onto one prediction makes all neighbourhoods uniform, which SND rates best.
+- ``oracle``: target accuracy with target labels, the upper bound that no honest protocol may
+  use for selection; recorded beside the honest choices, never instead of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dalib.errors import DalibError
+
+SND_TEMPERATURE = 0.05
+
+
+@dataclass(frozen=True)
+class EvalOutputs:
+    """One validation pass: source held-out logits, labels, features; target logits, features."""
+
+    source_logits: torch.Tensor
+    source_labels: torch.Tensor
+    source_features: torch.Tensor
+    target_logits: torch.Tensor
+    target_features: torch.Tensor
+
+    @cached_property
+    def density_ratios(self) -> np.ndarray:
+        """``p_t/p_s`` at each source validation sample (computed once, shared by IWCV and DEV)."""
+        return domain_density_ratios(self.source_features, self.target_features)
+
+
+def source_accuracy(out: EvalOutputs) -> float:
+    return (out.source_logits.argmax(1) == out.source_labels).float().mean().item()
+
+
+def target_entropy(out: EvalOutputs) -> float:
+    log_p = F.log_softmax(out.target_logits.double(), dim=1)
+    return -(log_p.exp() * log_p).sum(1).mean().item()
+
+
+def soft_neighbourhood_density(
+    logits: torch.Tensor, temperature: float = SND_TEMPERATURE, chunk: int = 1024
+) -> float:
+    """SND of target predictions; rows are processed in chunks, so memory stays O(chunk·n)."""
+    p = F.normalize(F.softmax(logits.double(), dim=1), dim=1)
+    n = p.shape[0]
+    if n < 2:
+        raise DalibError("SND needs at least two target samples")
+    total = 0.0
+    for start in range(0, n, chunk):
+        rows = p[start : start + chunk] @ p.T / temperature
+        index = torch.arange(start, start + rows.shape[0])
+        rows[torch.arange(rows.shape[0]), index] = -torch.inf  # a sample is not its own neighbour
+        log_q = F.log_softmax(rows, dim=1)
+        q = log_q.exp()
+        total += -(q * log_q.nan_to_num(neginf=0.0)).sum().item()
+    return total / n
+
+
+def domain_density_ratios(
+    source: torch.Tensor, target: torch.Tensor, seed: int = 0, folds: int = 2
+) -> np.ndarray:
+    """``p_t(x)/p_s(x)`` at each source sample, from a logistic-regression domain classifier.
+
+    Probabilities are out-of-fold (``folds``-fold cross-fitting), so no sample is weighted by a
+    classifier that saw it; the ratio is ``(n_s/n_t)·P(t|x)/P(s|x)``, the Bayes-rule density ratio.
+    """
+    xs, xt = source.double().numpy(), target.double().numpy()
+    x = np.concatenate([xs, xt])
+    d = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    p_t = cross_val_predict(classifier, x, d, cv=split, method="predict_proba")[: len(xs), 1]
+    p_t = np.clip(p_t, 1e-6, 1 - 1e-6)
+    return (len(xs) / len(xt)) * p_t / (1 - p_t)
+
+
+def _weighted_losses(out: EvalOutputs) -> tuple[np.ndarray, np.ndarray]:
+    losses = F.cross_entropy(out.source_logits.double(), out.source_labels, reduction="none")
+    weights = out.density_ratios
+    return weights, weights * losses.numpy()
+
+
+def iwcv_risk(out: EvalOutputs) -> float:
+    _, weighted = _weighted_losses(out)
+    return float(weighted.mean())
+
+
+def dev_risk(out: EvalOutputs) -> float:
+    weights, weighted = _weighted_losses(out)
+    variance = weights.var(ddof=1)
+    eta = 0.0 if variance == 0 else -np.cov(weighted, weights)[0, 1] / variance
+    return float(weighted.mean() + eta * weights.mean() - eta)
+
+
+def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
+    """``2(1 − 2ε)`` with ε the held-out error of a linear domain classifier (Ben-David et al.).
+
+    Balanced classes (the larger domain is subsampled), 2-fold cross-validated error.
+    """
+    n = min(len(source), len(target))
+    rng = np.random.default_rng(seed)
+    xs = source.double().numpy()[rng.permutation(len(source))[:n]]
+    xt = target.double().numpy()[rng.permutation(len(target))[:n]]
+    x = np.concatenate([xs, xt])
+    d = np.concatenate([np.zeros(n), np.ones(n)])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    split = StratifiedKFold(2, shuffle=True, random_state=seed)
+    error = float((cross_val_predict(classifier, x, d, cv=split) != d).mean())
+    return 2.0 * (1.0 - 2.0 * min(error, 0.5))
+
+
+@dataclass(frozen=True)
+class Score:
+    """A selection score: how to compute it and whether larger is better."""
+
+    compute: Callable[[EvalOutputs], float]
+    higher_is_better: bool
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.higher_is_better else "min"
+
+
+SCORES: dict[str, Score] = {
+    "source_acc": Score(source_accuracy, True),
+    "iwcv": Score(iwcv_risk, False),
+    "dev": Score(dev_risk, False),
+    "entropy": Score(target_entropy, False),
+    "snd": Score(lambda out: soft_neighbourhood_density(out.target_logits), True),
+}
+SELECTIONS = (*SCORES, "last", "oracle")

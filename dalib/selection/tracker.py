@@ -1,0 +1,93 @@
+"""The callback that scores every validation without target labels and remembers each choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from dalib.selection.scores import SCORES, EvalOutputs, proxy_a_distance
+
+# The validation loaders of DomainDataModule, in order.
+SOURCE_VAL, TARGET_TEST, TARGET_UNLABELLED = range(3)
+
+
+def f32(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+class SelectionTracker(Callback):
+    """Logs every label-free score as ``select/<name>`` and keeps a history of validations.
+
+    At each validation (not the sanity check) it gathers the model's logits and features on the
+    held-out source split, the target test split (whose labels give only the oracle) and the
+    unlabelled target split, computes every score in ``SCORES``, and appends them with the target
+    accuracy to ``history``. ``choices()`` then says, for every score, which validation it prefers
+    and that model's target accuracy; ``oracle`` is the best target accuracy, ``last`` the final.
+    The history is part of the checkpoint, so a resumed run chooses as an uninterrupted one.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.a_distance: float | None = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._outputs = {SOURCE_VAL: [], TARGET_TEST: [], TARGET_UNLABELLED: []}
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking and outputs is not None:
+            self._outputs[dataloader_idx].append({k: v.cpu() for k, v in outputs.items()})
+
+    def gathered(self, loader: int, key: str) -> torch.Tensor:
+        return torch.cat([out[key] for out in self._outputs[loader]])
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self._outputs[TARGET_UNLABELLED]:
+            return
+        out = EvalOutputs(
+            source_logits=self.gathered(SOURCE_VAL, "logits"),
+            source_labels=self.gathered(SOURCE_VAL, "labels"),
+            source_features=self.gathered(SOURCE_VAL, "features"),
+            target_logits=self.gathered(TARGET_UNLABELLED, "logits"),
+            target_features=self.gathered(TARGET_UNLABELLED, "features"),
+        )
+        # Rounded as logged (float32), so the history and the checkpoint callback agree on ties.
+        values = {name: f32(score.compute(out)) for name, score in SCORES.items()}
+        test_logits = self.gathered(TARGET_TEST, "logits")
+        values["target_acc"] = (
+            (test_logits.argmax(1) == self.gathered(TARGET_TEST, "labels")).float().mean().item()
+        )
+        pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in SCORES})
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
+        self.a_distance = proxy_a_distance(out.source_features, out.target_features)
+        self._outputs = {}
+
+    def choices(self) -> dict[str, dict[str, float]]:
+        """For every score, ``last`` and ``oracle``: the chosen validation and its numbers."""
+        if not self.history:
+            return {}
+        chosen: dict[str, dict[str, float]] = {}
+        for name, score in SCORES.items():
+            pick = max if score.higher_is_better else min
+            chosen[name] = pick(self.history, key=lambda entry, name=name: entry[name])
+        chosen["last"] = self.history[-1]
+        chosen["oracle"] = max(self.history, key=lambda entry: entry["target_acc"])
+        return chosen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "a_distance": self.a_distance}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.a_distance = state_dict.get("a_distance")

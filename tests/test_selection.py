@@ -1,0 +1,157 @@
+"""Label-free model-selection scores: values against independent computations, known answers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax
+from scipy.stats import pearsonr
+
+from dalib.selection.scores import (
+    SCORES,
+    EvalOutputs,
+    domain_density_ratios,
+    proxy_a_distance,
+    soft_neighbourhood_density,
+)
+from tests.conftest import TOY, only_result, run_dalib
+
+
+def outputs(source_logits, source_labels, source_features, target_logits, target_features):
+    arrays = (source_logits, source_labels, source_features, target_logits, target_features)
+    return EvalOutputs(*(torch.as_tensor(np.asarray(a)) for a in arrays))
+
+
+def test_snd_equals_a_direct_computation():
+    logits = np.random.default_rng(0).normal(size=(37, 5)) * 3
+    p = softmax(logits, axis=1)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    entropies = []
+    for i in range(len(p)):
+        sim = np.delete(p @ p[i], i) / 0.05
+        q = softmax(sim)
+        entropies.append(-(q * np.log(q)).sum())
+    got = soft_neighbourhood_density(torch.tensor(logits), chunk=8)
+    assert got == pytest.approx(np.mean(entropies), abs=1e-9)
+
+
+def test_entropy_and_source_accuracy_equal_direct_computations():
+    rng = np.random.default_rng(1)
+    s_logits, t_logits = rng.normal(size=(20, 3)), rng.normal(size=(30, 3))
+    labels = rng.integers(0, 3, 20)
+    out = outputs(s_logits, labels, rng.normal(size=(20, 2)), t_logits, rng.normal(size=(30, 2)))
+    p = softmax(t_logits, axis=1)
+    assert SCORES["entropy"].compute(out) == pytest.approx(-(p * np.log(p)).sum(1).mean())
+    assert SCORES["source_acc"].compute(out) == pytest.approx((s_logits.argmax(1) == labels).mean())
+
+
+def test_dev_is_iwcv_with_its_control_variate():
+    rng = np.random.default_rng(2)
+    s_logits, labels = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
+    out = outputs(s_logits, labels, rng.normal(size=(50, 2)), s_logits, rng.normal(size=(50, 2)))
+    w = rng.uniform(0.2, 3.0, 50)
+    out.__dict__["density_ratios"] = w  # fix the ratios; the formulas are what is tested
+    losses = -np.log(softmax(s_logits, axis=1)[np.arange(50), labels])
+    weighted = w * losses
+    eta = -np.cov(weighted, w)[0, 1] / np.var(w, ddof=1)
+    assert SCORES["iwcv"].compute(out) == pytest.approx(weighted.mean())
+    assert SCORES["dev"].compute(out) == pytest.approx(weighted.mean() + eta * w.mean() - eta)
+
+
+def test_domain_classifier_recovers_a_known_density_ratio():
+    rng = np.random.default_rng(3)
+    xs, xt = rng.normal(0.0, 1.0, (2000, 1)), rng.normal(1.0, 1.0, (2000, 1))
+    true_ratio = np.exp(xs[:, 0] - 0.5)  # N(1, 1) / N(0, 1)
+    w = domain_density_ratios(torch.tensor(xs), torch.tensor(xt))
+    assert pearsonr(np.log(w), np.log(true_ratio))[0] > 0.99
+    assert np.median(np.abs(np.log(w) - np.log(true_ratio))) < 0.15
+
+
+def shifted_problem():
+    """Source mostly at x < 0, target at x > 0; the label is the sign of the second feature.
+
+    Model ``good`` is right on x > 0 and wrong on the source's x < -1.5 tail; model ``source``
+    is right on x < 0 and inverts the label on x > 0. Plain source accuracy prefers ``source``.
+    """
+    rng = np.random.default_rng(4)
+    xs = np.c_[rng.normal(-1.0, 1.0, 3000), rng.normal(0, 1, 3000)]
+    xt = np.c_[rng.normal(1.5, 0.5, 1000), rng.normal(0, 1, 1000)]
+
+    def logits(x, right):
+        sign = np.where(right, 1.0, -1.0) * np.sign(x[:, 1])
+        return np.c_[-3 * sign, 3 * sign]
+
+    ys = (xs[:, 1] > 0).astype(int)
+    models = {
+        "good": lambda x: logits(x, x[:, 0] > -1.5),
+        "source": lambda x: logits(x, x[:, 0] < 0),
+    }
+    return {name: outputs(f(xs), ys, xs, f(xt), xt) for name, f in models.items()}, {
+        name: ((f(xt).argmax(1)) == (xt[:, 1] > 0)).mean() for name, f in models.items()
+    }
+
+
+def test_importance_weighting_prefers_the_model_that_is_right_on_the_target():
+    cases, target_acc = shifted_problem()
+    assert target_acc["good"] == 1.0 and target_acc["source"] < 0.01
+    acc = {name: SCORES["source_acc"].compute(out) for name, out in cases.items()}
+    assert acc["source"] > acc["good"], "source accuracy is blind to the shift"
+    for score in ("iwcv", "dev"):
+        risk = {name: SCORES[score].compute(out) for name, out in cases.items()}
+        assert risk["good"] < risk["source"], (score, risk)
+
+
+def test_documented_failure_entropy_and_snd_prefer_a_collapsed_model():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 400)
+    good = np.eye(4)[labels] * 6 + rng.normal(0, 0.5, (400, 4))  # confident, right, 4 clusters
+    collapsed = np.tile([8.0, 0, 0, 0], (400, 1))  # one class for everything
+    feats = rng.normal(size=(400, 3))
+    scores = {
+        name: outputs(logits[:10], labels[:10], feats, logits, feats)
+        for name, logits in (("good", good), ("collapsed", collapsed))
+    }
+    entropy = {k: SCORES["entropy"].compute(v) for k, v in scores.items()}
+    snd = {k: SCORES["snd"].compute(v) for k, v in scores.items()}
+    assert entropy["collapsed"] < entropy["good"]  # lower entropy: preferred
+    assert snd["collapsed"] > snd["good"]  # higher SND: preferred
+    assert snd["collapsed"] == pytest.approx(np.log(399))
+
+
+def test_proxy_a_distance_is_small_without_shift_and_large_with_it():
+    rng = np.random.default_rng(6)
+    a, b = torch.tensor(rng.normal(size=(500, 5))), torch.tensor(rng.normal(size=(500, 5)))
+    assert proxy_a_distance(a, b) < 0.3
+    assert proxy_a_distance(a, b + 4.0) > 1.9
+
+
+def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
+    run_dalib(["fit", "-c", str(TOY / "dann.yaml"), "--trainer.max_epochs=6",
+               "--model.selection=snd"], tmp_path / "fit")  # fmt: skip
+    record = only_result(tmp_path / "fit")
+    assert record["selected_by"] == "snd"
+    assert set(record["selections"]) == {*SCORES, "last", "oracle"}
+    assert record["target_acc"] == record["selections"]["snd"]["target_acc"]
+    assert record["oracle_target_acc"] == max(
+        c["target_acc"] for c in record["selections"].values()
+    )
+    assert record["last_target_acc"] == record["selections"]["last"]["target_acc"]
+    assert 0.0 <= record["a_distance"] <= 2.0
+    ckpt = record["selected_checkpoint"]
+    assert f"epoch={record['selected_epoch']}" in ckpt
+    run_dalib(["test", "-c", str(TOY / "dann.yaml"), f"--ckpt_path={ckpt}"], tmp_path / "test")
+    (test_record,) = (tmp_path / "test").rglob("test_result.json")
+    tested = json.loads(test_record.read_text())["metrics"]["test/target_acc"]
+    assert tested == pytest.approx(record["target_acc"], abs=1e-6)
+
+
+def test_two_runs_with_one_seed_give_the_same_record(tmp_path):
+    records = []
+    for run in ("a", "b"):
+        args = ["--trainer.max_epochs=3", "--seed_everything=7", "--trainer.deterministic=true"]
+        run_dalib(["fit", "-c", str(TOY / "mmd.yaml"), *args], tmp_path / run)
+        records.append(only_result(tmp_path / run))
+    keys = ("target_acc", "selections", "metrics", "a_distance", "oracle_target_acc")
+    first, second = ({k: r[k] for k in keys} for r in records)
+    assert first == second
