@@ -24,6 +24,7 @@ import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.distributed._functional_collectives import all_gather_single_autograd
 from torch.utils.data import Dataset, DistributedSampler
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from dalib.errors import DalibError
 
@@ -55,6 +56,19 @@ def gather_inputs(
     """
     unused = () if measure.needs_logits else ("logits_s", "logits_t", "y_s")
     return {name: None if t is None or name in unused else gather(t) for name, t in inputs.items()}
+
+
+def gather_evaluation(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of ``tensor`` (their numbers may differ), concatenated; no gradient.
+
+    For statistics over a whole evaluation set that each process holds a share of. NCCL gathers
+    on the process's GPU; the result is on ``tensor``'s device.
+    """
+    if world_size() == 1:
+        return tensor
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else tensor.device
+    return torch.cat([t.to(tensor.device) for t in gather_all_tensors(tensor.to(device))])
 
 
 def global_seed() -> int:

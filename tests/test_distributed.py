@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.distributed import ShardedRandomSampler
 from dalib.errors import DalibError
+from dalib.selection.scores import SCORES
 from dalib.target_losses import UNLABELLED
 from tests.conftest import REPO, TOY
 
@@ -256,8 +257,10 @@ def test_dalib_fit_on_two_processes_evaluates_every_sample_once_with_the_same_me
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
-    val = [{k: v for k, v in r["metrics"].items() if k.startswith("val/")} for r in ranks]
-    assert len(val[0]) == 4 and val[0] == val[1]
+    val = [
+        {k: v for k, v in r["metrics"].items() if k.startswith(("val/", "select/"))} for r in ranks
+    ]
+    assert len(val[0]) == 4 + len(SCORES) and val[0] == val[1]
     assert ranks[0]["metrics"]["train/discrepancy"] == ranks[1]["metrics"]["train/discrepancy"]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 6
     data = DomainDataModule(**data_options)
