@@ -2,7 +2,8 @@
 
 ``dalib fit -c experiments/toy/dann.yaml --model.gamma 0.5`` trains and writes ``result.json``
 in the run directory; ``dalib validate`` and ``dalib test`` evaluate a checkpoint
-(``--ckpt_path``). Bad input stops with one line, ``dalib: error: ...``, and exit status 2.
+(``--ckpt_path``); ``dalib sweep`` runs many fits and ``dalib report`` tabulates them. Bad
+input stops with one line, ``dalib: error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from dalib import report, sweep
 from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
@@ -54,6 +56,13 @@ class DalibCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.add_argument(
+            "--reference",
+            type=dict | None,
+            default=None,
+            help="the published number this config reproduces: {source: 'paper, table', "
+            "target_acc: {'A->B': 91.7, ...}} (percent); `dalib report` shows it beside ours",
+        )
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
@@ -90,6 +99,7 @@ class DalibCLI(LightningCLI):
             "dataset": self.datamodule.benchmark,
             "task": self.datamodule.task,
             "seed": self.config[self.subcommand].seed_everything,
+            "reference": self.config[self.subcommand].get("reference"),
             **fields,
             "metrics": self.metrics(),
             "versions": library_versions(),
@@ -145,7 +155,12 @@ def run_directory(trainer) -> Path:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``dalib`` command."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    arguments = sys.argv[1:] if args is None else list(args)
     try:
+        if arguments[:1] == ["sweep"]:
+            return sweep.main(arguments[1:])
+        if arguments[:1] == ["report"]:
+            return report.main(arguments[1:])
         DalibCLI(
             DomainAdaptationModule,
             DomainDataModule,
@@ -154,7 +169,7 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
             parser_class=DalibArgumentParser,
-            args=args,
+            args=arguments,
         )
     except DalibError as error:
         print(f"dalib: error: {error}", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""``dalib report <results dir>``: run records → tables (Markdown, CSV) and plots.
+
+Every ``result.json`` under the folder is one run. The main table is the mean ± standard deviation
+over seeds of the target accuracy of the model each run *selected* (the selection score is named
+in the title; a run that mixes scores gets one table per score), per method × task, with an
+average column. The oracle table (best target accuracy over validations, chosen with target
+labels) is printed separately and labelled as the upper bound it is. Where a run's config names
+a ``reference``, the published number and its source stand beside ours. A record that cannot be
+read is reported by name and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dalib.sweep import RESULT
+
+
+def load_records(root: Path) -> list[dict[str, Any]]:
+    """Every readable run record under ``root``; unreadable ones are named on stderr."""
+    records = []
+    for path in sorted(root.rglob(RESULT)):
+        try:
+            record = json.loads(path.read_text())
+            record["target_acc"] + 0
+        except (ValueError, KeyError, TypeError) as error:
+            print(f"dalib report: skipping corrupt record {path}: {error}", flush=True)
+            continue
+        record["_path"] = str(path.parent)
+        records.append(record)
+    return records
+
+
+def row_name(record: dict[str, Any], varied: Sequence[str]) -> str:
+    """The method, with the swept hyper-parameters that distinguish its runs."""
+    params = ", ".join(f"{k.split('.')[-1]}={record['_params'][k]}" for k in varied)
+    return f"{record['method']} ({params})" if params else record["method"]
+
+
+def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
+    """Hyper-parameters a sweep varied (from its ``sweep.json``), each run's values attached."""
+    by_dir: dict[str, dict[str, Any]] = {}
+    for sweep_file in root.rglob("sweep.json"):
+        sweep = json.loads(sweep_file.read_text())
+        for run in sweep["runs"]:
+            by_dir[str((sweep_file.parent / run["id"]).resolve())] = run["params"]
+    for record in records:
+        record["_params"] = by_dir.get(str(Path(record["_path"]).resolve()), {})
+    keys = {k for r in records for k in r["_params"]}
+    return sorted(k for k in keys if len({str(r["_params"].get(k)) for r in records}) > 1)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
+
+
+def table(records: list[dict[str, Any]], varied: Sequence[str], key: str) -> list[list[str]]:
+    """Rows of method × task cells ``mean ± std`` of ``key`` over seeds, plus the average."""
+    tasks = sorted({r["task"] for r in records})
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        cells[row_name(r, varied), r["task"]].append(r[key])
+    rows = [["method", *tasks, "avg", "seeds"]]
+    for name in sorted({row_name(r, varied) for r in records}):
+        means = [statistics.mean(cells[name, t]) for t in tasks if cells[name, t]]
+        seeds = sorted({len(cells[name, t]) for t in tasks if cells[name, t]})
+        avg = f"{100 * statistics.mean(means):.1f}" if len(means) == len(tasks) else ""
+        row = [name, *(mean_std(cells[name, t]) for t in tasks), avg]
+        rows.append([*row, "/".join(map(str, seeds))])
+    return rows
+
+
+def published(records: list[dict[str, Any]]) -> list[list[str]]:
+    """Published numbers named by the configs' ``reference``, per method × task."""
+    tasks = sorted({r["task"] for r in records})
+    rows = [["method", *tasks, "source"]]
+    seen = {}
+    for r in records:
+        if r.get("reference"):
+            seen[r["method"]] = r["reference"]
+    for method, ref in sorted(seen.items()):
+        numbers = ref.get("target_acc", {})
+        rows.append([method, *(str(numbers.get(t, "")) for t in tasks), ref.get("source", "")])
+    return rows if len(rows) > 1 else []
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def write_report(root: Path, out: Path) -> str:
+    records = load_records(root)
+    if not records:
+        raise SystemExit(f"dalib report: no readable {RESULT} under {root}")
+    varied = swept_params(records, root)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
+             "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip
+    csv_rows = []
+    for selection in sorted({r["selected_by"] for r in records}):
+        chosen = [r for r in records if r["selected_by"] == selection]
+        label = "target labels: the oracle" if selection == "oracle" else "no target labels"
+        parts += ["", f"## Model selected by `{selection}` ({label})", ""]
+        rows = table(chosen, varied, "target_acc")
+        parts.append(markdown(rows))
+        csv_rows += [[f"selected_by={selection}", *row] for row in rows]
+    oracle = [r for r in records if r.get("oracle_target_acc") is not None]
+    if oracle:
+        parts += ["", "## Oracle: best target accuracy over validations (uses target labels; "
+                  "an upper bound, not a result)", ""]  # fmt: skip
+        rows = table(oracle, varied, "oracle_target_acc")
+        parts.append(markdown(rows))
+        csv_rows += [["oracle", *row] for row in rows]
+    if reference := published(records):
+        parts += ["", "## Published numbers named by the configs", "", markdown(reference)]
+    text = "\n".join(parts) + "\n"
+    (out / "report.md").write_text(text)
+    with (out / "report.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(csv_rows)
+    return text
+
+
+def main(arguments: Sequence[str]) -> None:
+    """``dalib report <results dir> [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="folder holding run records (result.json)")
+    parser.add_argument("--out", type=Path, help="where report.md and report.csv go")
+    args = parser.parse_args(arguments)
+    print(write_report(args.results, args.out or args.results))

@@ -1,0 +1,235 @@
+"""``dalib sweep <sweep.yaml>``: expand methods × tasks × hyper-parameters × seeds, run each.
+
+A sweep file::
+
+    output: runs/sweeps/toy          # where every run gets its own folder
+    methods: [experiments/toy/source_only.yaml, experiments/toy/dann.yaml]
+    tasks: {rot35: {data.dataset: {name: moons, angle: 35}}}   # optional named overrides
+    seeds: [0, 1, 2]
+    grid: {model.gamma: [0.3, 1.0]}                            # every combination
+    random: {samples: 4, seed: 0, space: {model.lr: {log_uniform: [0.001, 0.1]}}}
+    overrides: {trainer.max_epochs: 10}                        # for every run
+    processes: 1                                               # runs at a time
+
+Each run is an ordinary ``dalib fit`` of its method config plus its overrides, in a forked
+process (so the imports are paid once), with its logs, checkpoints and ``result.json`` in
+``<output>/<method>/<task>/<hyper-parameters>/seed_<seed>/``. A run is finished when its
+``result.json`` exists (written atomically, last); rerunning the sweep skips finished runs and
+redoes any other whose folder exists, so an interrupted sweep resumes without losing or
+duplicating a result. Random search draws hyper-parameter ``name`` of sample ``i`` from a
+generator seeded by ``(seed, i, name)``, so adding a parameter leaves the others' values as
+they were.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dalib.errors import DalibError
+from dalib.results import write_json_atomic
+
+SWEEP_KEYS = {"output", "methods", "tasks", "seeds", "grid", "random", "overrides", "processes"}
+RANDOM_KEYS = {"samples", "seed", "space"}
+DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``dalib fit``: a method config, its overrides (dotted keys) and a seed."""
+
+    method: str
+    config: Path
+    task: str
+    params: dict[str, Any]
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        params = ",".join(
+            f"{key.split('.')[-1]}={value:.4g}" if isinstance(value, float)
+            else f"{key.split('.')[-1]}={value}"
+            for key, value in self.params.items()
+        )  # fmt: skip
+        return f"{self.method}/{self.task}/{params or 'default'}/seed_{self.seed}"
+
+
+def nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model.gamma": 1}`` → ``{"model": {"gamma": 1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
+def sample(name: str, spec: Mapping[str, Any], seed: int, index: int) -> Any:
+    """Draw hyper-parameter ``name`` for random sample ``index``, independently of the others."""
+    if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        raise DalibError(
+            f"random.space.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {spec}"
+        )
+    kind, args = next(iter(spec.items()))
+    rng = np.random.default_rng([seed, index, zlib.crc32(name.encode())])
+    if kind == "choice":
+        return args[int(rng.integers(len(args)))]
+    low, high = args
+    if kind == "uniform":
+        return float(rng.uniform(low, high))
+    if kind == "log_uniform":
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.integers(low, high + 1))
+
+
+def check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise DalibError(
+            f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
+    """Read and check a sweep file; expand it into its runs, in a fixed order."""
+    if not path.is_file():
+        raise DalibError(f"sweep file {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise DalibError(f"{path} must be a mapping of sweep keys")
+    check_keys(f"sweep file {path}", spec, SWEEP_KEYS)
+    methods = spec.get("methods") or []
+    if not methods:
+        raise DalibError(f"{path}: 'methods' must list at least one config file")
+    configs = []
+    for method in methods:
+        config = Path(method) if Path(method).is_absolute() else path.parent / method
+        config = config if config.is_file() else Path(method)
+        if not config.is_file():
+            raise DalibError(f"{path}: method config {method} does not exist")
+        configs.append(config)
+    tasks = spec.get("tasks") or {"default": {}}
+    grid = spec.get("grid") or {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise DalibError(f"{path}: grid.{key} must be a non-empty list of values")
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    if random := spec.get("random"):
+        check_keys(f"{path}: random", random, RANDOM_KEYS)
+        space, seed = random.get("space") or {}, int(random.get("seed", 0))
+        if not space or int(random.get("samples", 0)) < 1:
+            raise DalibError(f"{path}: random needs samples >= 1 and a non-empty space")
+        draws = [{k: sample(k, v, seed, i) for k, v in space.items()}
+                 for i in range(int(random["samples"]))]  # fmt: skip
+        points = [{**p, **d} for p in points for d in draws]
+    seeds = spec.get("seeds", [0])
+    if not seeds:
+        raise DalibError(f"{path}: seeds must list at least one seed")
+    runs = [
+        Run(config.stem, config, task, params, int(seed), {**task_overrides})
+        for config in configs
+        for task, task_overrides in tasks.items()
+        for params in points
+        for seed in seeds
+    ]
+    return spec, runs
+
+
+def run_arguments(run: Run, run_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """The ``dalib fit`` command line of one run; its overrides go in a YAML file beside it."""
+    settings = nested({**overrides, **run.overrides, **run.params})
+    settings.setdefault("trainer", {})["logger"] = {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": {"save_dir": str(run_dir), "name": "", "version": ""},
+    }
+    settings["trainer"]["enable_progress_bar"] = False
+    settings["seed_everything"] = run.seed
+    (run_dir / "sweep_overrides.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return ["fit", "-c", str(run.config), "-c", str(run_dir / "sweep_overrides.yaml")]
+
+
+def _child(arguments: list[str], log: Path) -> None:
+    """A forked run: dies with the sweep, writes its output to ``log``, runs ``dalib fit``."""
+    libc = ctypes.CDLL(None)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive a killed sweep
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    from dalib.cli import main
+
+    main(arguments)
+
+
+def run_sweep(path: Path, processes: int | None = None) -> int:
+    """Run every unfinished run of the sweep; return the number of failed runs."""
+    spec, runs = load_sweep(path)
+    output = Path(spec.get("output") or Path("runs") / "sweeps" / path.stem)
+    processes = processes or int(spec.get("processes", 1))
+    write_json_atomic(output / "sweep.json", {
+        "sweep": str(path), "spec": spec,
+        "runs": [{"id": r.run_id, "config": str(r.config), "params": r.params, "seed": r.seed}
+                 for r in runs],
+    })  # fmt: skip
+    todo = [r for r in runs if not (output / r.run_id / RESULT).is_file()]
+    print(f"dalib sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    context = multiprocessing.get_context("fork")
+    running: dict[Any, tuple[Run, Any, float]] = {}
+    failed = 0
+    done = len(runs) - len(todo)
+    while todo or running:
+        while todo and len(running) < processes:
+            run = todo.pop(0)
+            run_dir = output / run.run_id
+            shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run is redone
+            run_dir.mkdir(parents=True)
+            arguments = run_arguments(run, run_dir, spec.get("overrides") or {})
+            process = context.Process(target=_child, args=(arguments, run_dir / "log.txt"))
+            process.start()
+            running[process.sentinel] = (run, process, time.perf_counter())
+        for sentinel in wait(list(running)):
+            run, process, started = running.pop(sentinel)
+            process.join()
+            done += 1
+            result = output / run.run_id / RESULT
+            if process.exitcode == 0 and result.is_file():
+                acc = json.loads(result.read_text()).get("target_acc")
+                status = f"target_acc={acc:.4f}" if acc is not None else "done"
+            else:
+                failed += 1
+                status = f"FAILED (exit {process.exitcode}; see {output / run.run_id}/log.txt)"
+            elapsed = time.perf_counter() - started
+            print(f"[{done}/{len(runs)}] {run.run_id}: {status} ({elapsed:.1f} s)", flush=True)
+    print(f"dalib sweep: results in {output}; summarise with `dalib report {output}`")
+    return failed
+
+
+def main(arguments: Sequence[str]) -> None:
+    """``dalib sweep <sweep.yaml> [--processes N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="dalib sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="the sweep YAML file")
+    parser.add_argument("--processes", type=int, help="runs at a time (overrides the file)")
+    args = parser.parse_args(arguments)
+    failed = run_sweep(args.sweep, args.processes)
+    sys.exit(1 if failed else 0)

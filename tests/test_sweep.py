@@ -1,0 +1,145 @@
+"""Sweeps: expansion, seeded random search, bad files, and a real SIGKILL in the middle."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dalib.errors import DalibError
+from dalib.report import write_report
+from dalib.sweep import load_sweep
+from tests.conftest import REPO, TOY
+
+TIMING = {"wall_time_s", "config", "versions", "selected_checkpoint"}
+
+
+def sweep_file(tmp_path: Path, name: str = "sweep.yaml", **spec) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_grid_random_tasks_and_seeds_expand_in_a_fixed_order(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        methods=[str(TOY / "source_only.yaml"), str(TOY / "dann.yaml")],
+        tasks={"r20": {"data.dataset": {"name": "moons", "angle": 20}}, "r35": {}},
+        grid={"model.gamma": [0.5, 1.0]},
+        random={"samples": 3, "seed": 1, "space": {"model.lr": {"log_uniform": [1e-3, 1e-1]}}},
+        seeds=[0, 1],
+    )
+    _, runs = load_sweep(path)
+    assert len(runs) == 2 * 2 * 2 * 3 * 2
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert runs[0].run_id.startswith("source_only/r20/gamma=0.5,lr=")
+    assert all(1e-3 <= r.params["model.lr"] <= 1e-1 for r in runs)
+
+
+def test_random_search_is_seeded_per_parameter_name(tmp_path):
+    space = {"model.lr": {"log_uniform": [1e-3, 1e-1]}}
+    one = sweep_file(tmp_path, "a.yaml", methods=[str(TOY / "dann.yaml")],
+                     random={"samples": 4, "seed": 3, "space": space})  # fmt: skip
+    space["model.gamma"] = {"uniform": [0.0, 1.0]}
+    two = sweep_file(tmp_path, "b.yaml", methods=[str(TOY / "dann.yaml")],
+                     random={"samples": 4, "seed": 3, "space": space})  # fmt: skip
+    lrs = [[r.params["model.lr"] for r in load_sweep(p)[1]] for p in (one, two)]
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) == 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"methods": [str(TOY / "dann.yaml")], "seed": [1]}, "unknown key 'seed' in sweep file"),
+        ({"methods": []}, "'methods' must list at least one config file"),
+        ({"methods": ["nope.yaml"]}, "method config nope.yaml does not exist"),
+        ({"methods": [str(TOY / "dann.yaml")], "grid": {"model.gamma": []}}, "non-empty list"),
+        (
+            {"methods": [str(TOY / "dann.yaml")],
+             "random": {"samples": 2, "space": {"model.lr": {"normal": [0, 1]}}}},
+            "random.space.model.lr must be one of",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_sweep_files_are_refused_with_one_line(tmp_path, spec, message):
+    with pytest.raises(DalibError, match=message.replace(".", r"\.")):
+        load_sweep(sweep_file(tmp_path, **spec))
+
+
+def start_sweep(path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "dalib.cli", "sweep", str(path)]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def records(output: Path) -> dict[str, dict]:
+    found = {}
+    for path in output.rglob("result.json"):
+        record = json.loads(path.read_text())
+        found[str(path.parent.relative_to(output))] = {
+            k: v for k, v in record.items() if k not in TIMING
+        }
+    return found
+
+
+def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path):
+    spec = {
+        "methods": [str(TOY / "source_only.yaml"), str(TOY / "mmd.yaml")],
+        "seeds": [0, 1],
+        "overrides": {"trainer.max_epochs": 2, "data.iterations_per_epoch": 40},
+    }
+    whole = sweep_file(tmp_path, "whole.yaml", output=str(tmp_path / "whole"), **spec)
+    cut = sweep_file(tmp_path, "cut.yaml", output=str(tmp_path / "cut"), **spec)
+    assert start_sweep(whole).wait(timeout=300) == 0
+
+    process = start_sweep(cut)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill while run 2 is under way (run 1 has its record)
+        finished = list((tmp_path / "cut").rglob("result.json"))
+        started = list((tmp_path / "cut").rglob("metrics.csv"))
+        if finished and len(started) > len(finished):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = len(list((tmp_path / "cut").rglob("result.json")))
+    assert 1 <= killed_at < 4
+    time.sleep(2)  # an orphaned run would finish its record now; the sweep's runs die with it
+    assert len(list((tmp_path / "cut").rglob("result.json"))) == killed_at
+
+    resumed = start_sweep(cut)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert f"4 runs, {killed_at} already finished" in out
+    assert records(tmp_path / "cut") == records(tmp_path / "whole")
+    assert len(records(tmp_path / "cut")) == 4
+
+    report = write_report(tmp_path / "cut", tmp_path / "report")
+    assert "| mmd | " in report and "| source_only | " in report
+    assert (tmp_path / "report" / "report.csv").read_text().count("\n") == 6
+
+
+def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):
+    reference = {"source": "Paper 2018, Table 1", "target_acc": {"A->B": 91.7}}
+    good = {"method": "dann", "task": "A->B", "seed": 0, "selected_by": "dev",
+            "target_acc": 0.9, "oracle_target_acc": 0.95, "reference": reference}  # fmt: skip
+    for seed, acc in ((0, 0.9), (1, 0.8)):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps({**good, "seed": seed, "target_acc": acc}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "result.json").write_text('{"method": "dann", "target_')
+    text = write_report(tmp_path, tmp_path / "out")
+    assert (
+        f"skipping corrupt record {tmp_path / 'broken' / 'result.json'}" in capsys.readouterr().out
+    )
+    assert "| dann | 85.0 ± 7.1 | 85.0 | 2 |" in text
+    assert "Model selected by `dev` (no target labels)" in text
+    assert "| dann | 91.7 | Paper 2018, Table 1 |" in text
