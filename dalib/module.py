@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dalib.discrepancy import DISCREPANCIES
+from dalib.distributed import gather_inputs, world_size
 from dalib.errors import DalibError
 from dalib.models import BACKBONES, bottleneck
 from dalib.registry import Spec, split_spec
@@ -50,6 +52,13 @@ class DomainAdaptationModule(pl.LightningModule):
     ``lr·(1+10p)^-0.75`` of DANN/CDAN/MDD; the backbone's learning rate is
     ``backbone_lr_mult·lr`` (0.1 for a pretrained backbone in the Office-31 protocol).
 
+    Under data-parallel training, ``gather_discrepancy`` (default) computes a non-adversarial
+    ``D`` on the inputs of all processes (features, instance weights, and logits and labels for
+    measures that use them), gathered with gradients: W processes × batch B give the loss and
+    gradients of one process × batch W·B. Adversarial measures are per-sample losses, which
+    DDP's gradient averaging already makes exact; they are never gathered. ``False`` computes
+    ``D`` on each process's own batch.
+
     Model selection: every validation computes the label-free scores of ``dalib.selection``
     (logged as ``select/<name>``); the checkpoint kept as ``best`` is the one ``selection``
     prefers: a score name, ``last`` (the final model) or ``oracle`` (best target accuracy, which
@@ -74,6 +83,7 @@ class DomainAdaptationModule(pl.LightningModule):
         backbone_lr_mult: float = 1.0,
         method: str | None = None,
         selection: str = "last",
+        gather_discrepancy: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -112,6 +122,11 @@ class DomainAdaptationModule(pl.LightningModule):
                 )
                 for stage in ("val", "test")
             }
+        )
+        # torchmetrics, not a logged tensor with sync_dist: Lightning's synced mean truncates when
+        # the processes hold different numbers of evaluation samples
+        self.eval_ce = nn.ModuleDict(
+            {stage: nn.ModuleList(MeanMetric() for _ in EVAL_DOMAINS) for stage in ("val", "test")}
         )
 
     def _default_method_name(self) -> str:
@@ -162,14 +177,23 @@ class DomainAdaptationModule(pl.LightningModule):
                 loss = loss + weight * terms["target_loss"]
         if self.discrepancy is not None:
             weight = self.gamma(progress)
-            terms["discrepancy"] = self.discrepancy(
-                f_s, f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s
-            )
+            inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s)
+            if self.gathers_discrepancy():
+                inputs = gather_inputs(self.discrepancy, inputs)
+            terms["discrepancy"] = self.discrepancy(**inputs)
             terms["gamma"] = torch.tensor(weight)
             if weight != 0:
                 loss = loss + weight * terms["discrepancy"]
         terms["loss"] = loss
         return terms
+
+    def gathers_discrepancy(self) -> bool:
+        """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""
+        return (
+            self.hparams.gather_discrepancy
+            and not self.discrepancy.adversarial
+            and world_size() > 1
+        )
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
         terms = self.compute_losses(batch, self.progress())
@@ -211,9 +235,11 @@ class DomainAdaptationModule(pl.LightningModule):
             add_dataloader_idx=False,
             batch_size=x.shape[0],
         )
+        mean_ce = self.eval_ce[stage][dataloader_idx]
+        mean_ce(F.cross_entropy(logits, y, reduction="none"))
         self.log(
             f"{stage}/{domain}_ce",
-            F.cross_entropy(logits, y),
+            mean_ce,
             add_dataloader_idx=False,
             batch_size=x.shape[0],
         )

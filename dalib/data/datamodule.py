@@ -20,6 +20,7 @@ from torch.utils.data import (
 )
 
 from dalib.data.domains import DATASETS, DomainPair
+from dalib.distributed import ShardedRandomSampler, evaluation_sampler, global_seed
 from dalib.errors import DalibError
 from dalib.registry import split_spec
 from dalib.target_losses import UNLABELLED
@@ -81,6 +82,9 @@ class DomainDataModule(pl.LightningDataModule):
     - ``num_workers``: loader processes; by default none for data held in memory (toy, digits,
       feature files: a worker would only add inter-process copies) and up to 8 for images
       decoded from disk. ``pin_memory`` defaults to whether CUDA is available.
+    - Several processes (DDP): each draws its own ``batch_size`` of each domain per step, disjoint
+      from the others' (``ShardedRandomSampler``); the default epoch divides by the number of
+      processes; validation and test split their sets without padding, each sample evaluated once.
     """
 
     def __init__(
@@ -212,7 +216,13 @@ class DomainDataModule(pl.LightningDataModule):
         if self.iterations_per_epoch is not None:
             return self.iterations_per_epoch
         larger = max(len(self.splits["source_train"]), len(self.splits["target_train"]))
-        return max(1, math.ceil(larger / self.batch_size))
+        return max(1, math.ceil(larger / (self.batch_size * self.replicas()[0])))
+
+    def replicas(self) -> tuple[int, int]:
+        """``(processes, this process's rank)`` of the attached trainer; ``(1, 0)`` without one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
 
     @property
     def num_workers(self) -> int:
@@ -230,33 +240,40 @@ class DomainDataModule(pl.LightningDataModule):
             **options,
         )
 
-    def _train_loader(self, dataset: Dataset, balanced: bool = False) -> DataLoader:
-        num_samples = self.steps_per_epoch() * self.batch_size
+    def _train_loader(self, dataset: Dataset, stream: int, balanced: bool = False) -> DataLoader:
+        steps = self.steps_per_epoch()
+        weights = None
         if balanced:
             labels = dataset_labels(dataset)
             weights = 1.0 / torch.bincount(labels).double()[labels]
-            sampler = WeightedRandomSampler(weights, num_samples, replacement=True)
+        replicas, rank = self.replicas()
+        if replicas > 1:
+            sampler = ShardedRandomSampler(
+                dataset, steps, self.batch_size, replicas, rank, global_seed() + stream, weights
+            )
+        elif weights is not None:
+            sampler = WeightedRandomSampler(weights, steps * self.batch_size, replacement=True)
         else:
-            sampler = RandomSampler(dataset, num_samples=num_samples)
+            sampler = RandomSampler(dataset, num_samples=steps * self.batch_size)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return self._loader(dataset, self.eval_batch_size)
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.splits[split]
+        replicas, rank = self.replicas()
+        sampler = None if replicas == 1 else evaluation_sampler(dataset, split, replicas, rank)
+        return self._loader(dataset, self.eval_batch_size, sampler=sampler)
 
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(
             {
-                "source": self._train_loader(self.splits["source_train"], self.class_balanced),
-                "target": self._train_loader(self.splits["target_train"]),
+                "source": self._train_loader(self.splits["source_train"], 0, self.class_balanced),
+                "target": self._train_loader(self.splits["target_train"], 1),
             },
             mode="min_size",
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [*self.test_dataloader(), self._eval_loader(self.splits["target_unlabelled"])]
+        return [*self.test_dataloader(), self._eval_loader("target_unlabelled")]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [
-            self._eval_loader(self.splits["source_val"]),
-            self._eval_loader(self.splits["target_test"]),
-        ]
+        return [self._eval_loader("source_val"), self._eval_loader("target_test")]

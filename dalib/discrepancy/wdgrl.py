@@ -8,6 +8,7 @@ from torch import nn
 from dalib.discrepancy.adversarial import GradientReversal
 from dalib.discrepancy.base import Discrepancy, check_features, normalised_weights
 from dalib.discrepancy.registry import DISCREPANCIES
+from dalib.distributed import world_size
 from dalib.errors import DalibError, check_weight
 
 
@@ -74,8 +75,9 @@ class WassersteinDistanceGuided(Discrepancy):
     checkpoint holds the critic's weights but not these Adam moments, which restart from zero in a
     resumed run), and it is rebuilt when the critic's parameters change dtype or device. The inner
     steps are local to the process: under data-parallel training each replica's critic would
-    drift apart, so use a single device (or ``critic_steps=1``) there. Interpolation coefficients
-    are drawn from torch's global generator, so a seeded run is reproducible.
+    drift apart, so there they raise an error: use a single device or ``critic_steps=1``.
+    Interpolation coefficients are drawn from torch's global generator, so a seeded run is
+    reproducible.
     """
 
     adversarial = True
@@ -176,6 +178,11 @@ class WassersteinDistanceGuided(Discrepancy):
         a = normalised_weights(w_s, f_s.shape[0], f_s)
         b = normalised_weights(w_t, f_t.shape[0], f_t)
         if self.training and self.critic_steps > 1 and torch.is_grad_enabled():
+            if world_size() > 1:
+                raise DalibError(
+                    f"wdgrl's {self.critic_steps - 1} inner critic steps per step would train "
+                    "each process's critic apart under DDP; set critic_steps: 1 or use one device"
+                )
             self.train_critic(f_s, f_t, a, b, self.critic_steps - 1)
         w = self.wasserstein(self.grl(f_s), self.grl(f_t), a, b)
         gp = self.gradient_penalty(self.penalty_points(f_s, f_t))

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from dalib.distributed import gather_evaluation
 from dalib.selection.scores import SCORES, EvalOutputs, proxy_a_distance
 
 # The validation loaders of DomainDataModule, in order.
@@ -52,7 +53,8 @@ class SelectionTracker(Callback):
             self._outputs[dataloader_idx].append({k: v.cpu() for k, v in outputs.items()})
 
     def gathered(self, loader: int, key: str) -> torch.Tensor:
-        return torch.cat([out[key] for out in self._outputs[loader]])
+        """The outputs of every batch, of every process under DDP."""
+        return gather_evaluation(torch.cat([out[key] for out in self._outputs[loader]]))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self._outputs[TARGET_UNLABELLED]:
