@@ -255,8 +255,11 @@ class DomainAdaptationModule(pl.LightningModule):
         """The selection tracker; checkpoints of the model ``selection`` prefers and of the last.
 
         ``last.ckpt`` is rewritten at every validation, so ``--ckpt_path last`` resumes from the
-        latest state whether or not the selection score improved.
+        latest state whether or not the selection score improved. No checkpoints with
+        ``Trainer(enable_checkpointing=False)``.
         """
+        if self._trainer is not None and self.trainer.checkpoint_callback is None:
+            return [SelectionTracker()]  # Trainer(enable_checkpointing=False)
         latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
         selection = self.hparams.selection
         if selection == "last":

@@ -149,6 +149,7 @@ def test_tensorboard_logger_is_selectable(tmp_path):
 def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_SERVICE", "")  # wandb sets it; the teardown removes it again
     run_dalib(
         [
             "fit",

@@ -175,7 +175,8 @@ def test_wandb_logs_each_run_with_its_config_offline(tmp_path, monkeypatch):
         overrides={"trainer.max_epochs": 1, "data.iterations_per_epoch": 7},
         wandb={"project": "dalib-test", "offline": True},
     )
-    assert run_sweep(path) == 0
+    sweep = start_sweep(path)  # as a command: this test process may have used wandb already
+    assert sweep.wait(timeout=120) == 0, sweep.stdout.read()
     run_dir = tmp_path / "out" / "dann" / "default" / "default" / "seed_0"
     assert (run_dir / "result.json").is_file()
     (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
