@@ -22,6 +22,7 @@ from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
 from dalib.results import library_versions, write_json_atomic
+from dalib.resume import find_last_checkpoint
 from dalib.selection import SelectionTracker
 
 RESULT_FILE = "result.json"
@@ -65,6 +66,19 @@ class DalibCLI(LightningCLI):
             help="the published number this config reproduces: {source: 'paper, table', "
             "target_acc: {'A->B': 91.7, ...}} (percent); `dalib report` shows it beside ours",
         )
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
+        if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
+            return
+        logger = self.config.fit.trainer.logger
+        init_args = getattr(logger, "init_args", None)
+        if init_args is None or getattr(init_args, "save_dir", None) is None:
+            return  # another logger layout: Lightning's own lookup of `last` applies
+        run_root = Path(init_args.save_dir) / str(getattr(init_args, "name", "") or "")
+        checkpoint, version = find_last_checkpoint(run_root)
+        init_args.version = version
+        self.config.fit.ckpt_path = str(checkpoint)
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()

@@ -19,6 +19,7 @@ from dalib.distributed import gather_inputs, world_size
 from dalib.errors import DalibError
 from dalib.models import BACKBONES, bottleneck
 from dalib.registry import Spec, split_spec
+from dalib.resume import RandomStates
 from dalib.schedules import inverse_decay, make_schedule
 from dalib.selection import SCORES, SELECTIONS, SelectionTracker
 from dalib.target_losses import TARGET_LOSSES
@@ -259,11 +260,11 @@ class DomainAdaptationModule(pl.LightningModule):
         ``Trainer(enable_checkpointing=False)``.
         """
         if self._trainer is not None and self.trainer.checkpoint_callback is None:
-            return [SelectionTracker()]  # Trainer(enable_checkpointing=False)
+            return [SelectionTracker(), RandomStates()]  # Trainer(enable_checkpointing=False)
         latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
         selection = self.hparams.selection
         if selection == "last":
-            return [SelectionTracker(), latest]
+            return [SelectionTracker(), RandomStates(), latest]
         if selection == "oracle":
             monitor, mode = "val/target_acc", "max"
         else:
@@ -271,7 +272,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selected = ModelCheckpoint(
             monitor=monitor, mode=mode, filename=f"best-{selection}-{{epoch}}", save_top_k=1
         )
-        return [SelectionTracker(), selected, latest]
+        return [SelectionTracker(), RandomStates(), selected, latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""
