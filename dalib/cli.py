@@ -96,7 +96,12 @@ class DalibCLI(LightningCLI):
         self.write_record(
             RESULT_FILE,
             {
-                **selection_record(self.trainer, tracker, self.model.hparams.selection),
+                **selection_record(
+                    self.trainer,
+                    tracker,
+                    self.model.hparams.selection,
+                    self.model.hparams.selection_fallback,
+                ),
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
@@ -133,20 +138,36 @@ class DalibCLI(LightningCLI):
         print(f"dalib: wrote {path}")
 
 
-def selection_record(trainer, tracker: SelectionTracker, selection: str) -> dict[str, Any]:
+def selection_record(
+    trainer, tracker: SelectionTracker, selection: str, fallback: str | None
+) -> dict[str, Any]:
     """What model selection chose: the selected model's target accuracy, and the alternatives.
 
     ``target_acc`` is the accuracy of the model that ``selection`` prefers (no target label is
     used unless ``selection`` is ``oracle``); ``oracle_target_acc`` the best target accuracy of
     any validation (an upper bound that uses target labels); ``last_target_acc`` the final one;
-    ``selections`` what every score would have chosen.
+    ``selections`` what every score would have chosen. If ``selection`` could not be computed,
+    ``fallback`` chooses instead and ``selection_fallback_reason`` says why; without a fallback
+    the run stops with the reason.
     """
     choices = tracker.choices()
     if not choices:
         raise DalibError("no validation ran, so no model was selected; keep validation enabled")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint else ""
+    fallback_reason = None
+    if selection not in choices:
+        fallback_reason = f"{selection} could not be computed: {tracker.unavailable[selection]}"
+        if fallback is None:
+            raise DalibError(
+                f"model selection by {fallback_reason}; or set model.selection_fallback"
+            )
+        selection = fallback
+        latest = [c.best_model_path for c in trainer.checkpoint_callbacks if c.filename == "last"]
+        best = latest[0] if latest and fallback == "last" else ""
     return {
         "selected_by": selection,
+        "selection_fallback_reason": fallback_reason,
         "target_acc": choices[selection]["target_acc"],
         "selected_epoch": choices[selection]["epoch"],
         "selected_checkpoint": best or None,

@@ -63,7 +63,9 @@ class DomainAdaptationModule(pl.LightningModule):
     Model selection: every validation computes the label-free scores of ``dalib.selection``
     (logged as ``select/<name>``); the checkpoint kept as ``best`` is the one ``selection``
     prefers: a score name, ``last`` (the final model) or ``oracle`` (best target accuracy, which
-    uses target labels and is reported as the upper bound it is).
+    uses target labels and is reported as the upper bound it is). A score that cannot be
+    computed (too few samples, say) stops the run with the reason, unless ``selection_fallback``
+    names the choice to use instead, which the record then states.
     """
 
     def __init__(
@@ -84,14 +86,14 @@ class DomainAdaptationModule(pl.LightningModule):
         backbone_lr_mult: float = 1.0,
         method: str | None = None,
         selection: str = "last",
+        selection_fallback: str | None = None,
         gather_discrepancy: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if selection not in SELECTIONS:
-            raise DalibError(
-                f"unknown selection {selection!r}; choose one of: {', '.join(SELECTIONS)}"
-            )
+        for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
+            if value is not None and value not in SELECTIONS:
+                raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
         if num_classes < 2:
             raise DalibError(f"num_classes must be >= 2, got {num_classes}")
         for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:

@@ -155,3 +155,21 @@ def test_two_runs_with_one_seed_give_the_same_record(tmp_path):
     keys = ("target_acc", "selections", "metrics", "a_distance", "oracle_target_acc")
     first, second = ({k: r[k] for k in keys} for r in records)
     assert first == second
+
+
+def test_a_score_that_cannot_be_computed_stops_with_why_unless_a_fallback_is_set(tmp_path, capsys):
+    args = ["fit", "-c", str(TOY / "dann.yaml"), "--trainer.max_epochs=1",
+            "--data.val_fraction=0.001", "--model.selection=dev"]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        run_dalib(args, tmp_path / "strict")
+    assert stop.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "dalib: error" in x]
+    assert "model selection by dev could not be computed: the domain classifier" in line
+    assert "set model.selection_fallback" in line
+
+    run_dalib([*args, "--model.selection_fallback=last"], tmp_path / "fallback")
+    record = only_result(tmp_path / "fallback")
+    assert record["selected_by"] == "last"
+    assert record["selection_fallback_reason"].startswith("dev could not be computed")
+    assert record["target_acc"] == record["last_target_acc"]
+    assert record["selected_checkpoint"].endswith("last.ckpt")

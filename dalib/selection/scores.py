@@ -90,6 +90,12 @@ def domain_density_ratios(
     Probabilities are out-of-fold (``folds``-fold cross-fitting), so no sample is weighted by a
     classifier that saw it; the ratio is ``(n_s/n_t)·P(t|x)/P(s|x)``, the Bayes-rule density ratio.
     """
+    if min(len(source), len(target)) < folds:
+        raise DalibError(
+            f"the domain classifier of IWCV/DEV needs at least {folds} samples of each domain, "
+            f"got {len(source)} source and {len(target)} target; raise data.val_fraction or "
+            "data.selection_samples"
+        )
     xs, xt = source.double().numpy(), target.double().numpy()
     x = np.concatenate([xs, xt])
     d = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
@@ -124,6 +130,8 @@ def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) 
     Balanced classes (the larger domain is subsampled), 2-fold cross-validated error.
     """
     n = min(len(source), len(target))
+    if n < 2:
+        raise DalibError(f"the proxy A-distance needs two samples of each domain, got {n}")
     rng = np.random.default_rng(seed)
     xs = source.double().numpy()[rng.permutation(len(source))[:n]]
     xt = target.double().numpy()[rng.permutation(len(target))[:n]]

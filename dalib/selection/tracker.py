@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_warn
 
 from dalib.distributed import gather_evaluation
+from dalib.errors import DalibError
 from dalib.selection.scores import SCORES, EvalOutputs, proxy_a_distance
 
 # The validation loaders of DomainDataModule, in order.
@@ -36,6 +39,7 @@ class SelectionTracker(Callback):
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.a_distance: float | None = None
         self.embedding: dict[str, torch.Tensor] = {}
+        self.unavailable: dict[str, str] = {}  # score name -> why it could not be computed
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._outputs = {SOURCE_VAL: [], TARGET_TEST: [], TARGET_UNLABELLED: []}
@@ -66,15 +70,17 @@ class SelectionTracker(Callback):
             target_logits=self.gathered(TARGET_UNLABELLED, "logits"),
             target_features=self.gathered(TARGET_UNLABELLED, "features"),
         )
-        # Rounded as logged (float32), so the history and the checkpoint callback agree on ties.
-        values = {name: f32(score.compute(out)) for name, score in SCORES.items()}
+        values = {name: self.score(name, out) for name in SCORES}
         test_logits = self.gathered(TARGET_TEST, "logits")
         values["target_acc"] = (
             (test_logits.argmax(1) == self.gathered(TARGET_TEST, "labels")).float().mean().item()
         )
         pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in SCORES})
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
-        self.a_distance = proxy_a_distance(out.source_features, out.target_features)
+        try:
+            self.a_distance = proxy_a_distance(out.source_features, out.target_features)
+        except DalibError:
+            self.a_distance = None
         self.embedding = {  # a sample of the latest features, for t-SNE plots of the run
             "source": out.source_features[:EMBEDDING_SAMPLES],
             "source_labels": out.source_labels[:EMBEDDING_SAMPLES],
@@ -82,21 +88,40 @@ class SelectionTracker(Callback):
         }
         self._outputs = {}
 
+    def score(self, name: str, out: EvalOutputs) -> float:
+        """One score, rounded as logged (float32, so this history and the checkpoint callback
+        agree on ties); NaN, with the reason kept in ``unavailable``, where it cannot be computed.
+        """
+        try:
+            return f32(SCORES[name].compute(out))
+        except DalibError as error:
+            if name not in self.unavailable:
+                rank_zero_warn(f"selection score {name!r} cannot be computed: {error}")
+            self.unavailable[name] = str(error)
+            return math.nan
+
     def choices(self) -> dict[str, dict[str, float]]:
-        """For every score, ``last`` and ``oracle``: the chosen validation and its numbers."""
+        """For every computable score, ``last`` and ``oracle``: the chosen validation."""
         if not self.history:
             return {}
         chosen: dict[str, dict[str, float]] = {}
         for name, score in SCORES.items():
+            entries = [entry for entry in self.history if not math.isnan(entry[name])]
             pick = max if score.higher_is_better else min
-            chosen[name] = pick(self.history, key=lambda entry, name=name: entry[name])
+            if entries:
+                chosen[name] = pick(entries, key=lambda entry, name=name: entry[name])
         chosen["last"] = self.history[-1]
         chosen["oracle"] = max(self.history, key=lambda entry: entry["target_acc"])
         return chosen
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "a_distance": self.a_distance}
+        return {
+            "history": self.history,
+            "a_distance": self.a_distance,
+            "unavailable": self.unavailable,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
         self.a_distance = state_dict.get("a_distance")
+        self.unavailable = dict(state_dict.get("unavailable", {}))
