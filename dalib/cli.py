@@ -24,6 +24,7 @@ from dalib.module import DomainAdaptationModule
 from dalib.results import library_versions, write_json_atomic
 from dalib.resume import find_last_checkpoint
 from dalib.selection import SelectionTracker
+from dalib.step_stats import StepStats
 
 RESULT_FILE = "result.json"
 EMBEDDING_FILE = "embedding.pt"  # the last validation's features, for `dalib report --plots`
@@ -102,6 +103,9 @@ class DalibCLI(LightningCLI):
                     self.model.hparams.selection,
                     self.model.hparams.selection_fallback,
                 ),
+                **next(c for c in self.trainer.callbacks if isinstance(c, StepStats)).record(
+                    self.model.device
+                ),
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
@@ -152,7 +156,11 @@ def selection_record(
     """
     choices = tracker.choices()
     if not choices:
-        raise DalibError("no validation ran, so no model was selected; keep validation enabled")
+        raise DalibError(
+            "no validation ran, so no model was selected; keep validation enabled and end "
+            "training at an epoch boundary (max_epochs, or max_steps a multiple of "
+            "data.iterations_per_epoch)"
+        )
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""
     fallback_reason = None

@@ -22,6 +22,7 @@ from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
 from dalib.schedules import inverse_decay, make_schedule
 from dalib.selection import SCORES, SELECTIONS, SelectionTracker
+from dalib.step_stats import StepStats
 from dalib.target_losses import TARGET_LOSSES
 
 ScheduleSpec = float | str | Mapping[str, Any]
@@ -210,16 +211,22 @@ class DomainAdaptationModule(pl.LightningModule):
                 f"the training loss became non-finite at step {self.global_step} ({values}); "
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
-        self.train_source_acc(terms.pop("logits_s"), batch["source"][1])
-        size = batch["source"][0].shape[0]
-        self.log_dict(
-            {f"train/{name}": value for name, value in terms.items()},
-            prog_bar=False,
-            batch_size=size,
-        )
-        self.log("train/source_acc", self.train_source_acc, prog_bar=True, batch_size=size)
-        self.log("lr", self.optimizers().param_groups[-1]["lr"], batch_size=size)
+        self.train_source_acc.update(terms.pop("logits_s"), batch["source"][1])
+        if self.logs_this_step():
+            # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
+            # small model's step. The accuracy is over the steps since the last log.
+            size = batch["source"][0].shape[0]
+            logged = {f"train/{name}": value.detach() for name, value in terms.items()}
+            logged["lr"] = self.optimizers().param_groups[-1]["lr"]
+            self.log_dict(logged, batch_size=size)
+            self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
+            self.train_source_acc.reset()
         return terms["loss"]
+
+    def logs_this_step(self) -> bool:
+        """Whether the trainer writes logs at this step (its ``log_every_n_steps``)."""
+        trainer = self.trainer
+        return (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch[:2]
@@ -262,11 +269,11 @@ class DomainAdaptationModule(pl.LightningModule):
         ``Trainer(enable_checkpointing=False)``.
         """
         if self._trainer is not None and self.trainer.checkpoint_callback is None:
-            return [SelectionTracker(), RandomStates()]  # Trainer(enable_checkpointing=False)
+            return [SelectionTracker(), RandomStates(), StepStats()]  # enable_checkpointing=False
         latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
         selection = self.hparams.selection
         if selection == "last":
-            return [SelectionTracker(), RandomStates(), latest]
+            return [SelectionTracker(), RandomStates(), StepStats(), latest]
         if selection == "oracle":
             monitor, mode = "val/target_acc", "max"
         else:
@@ -274,7 +281,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selected = ModelCheckpoint(
             monitor=monitor, mode=mode, filename=f"best-{selection}-{{epoch}}", save_top_k=1
         )
-        return [SelectionTracker(), RandomStates(), selected, latest]
+        return [SelectionTracker(), RandomStates(), StepStats(), selected, latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""

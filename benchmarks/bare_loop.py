@@ -1,0 +1,94 @@
+"""The yardstick: source-only and DANN training on digits in plain PyTorch (no Lightning, no dalib).
+
+The same network as dalib's ``backbone: lenet, bottleneck_dim: 500`` (LeNet → Linear-BN-ReLU →
+Linear) and, for DANN, the same discriminator (two hidden layers of 1024 with BN and ReLU)
+behind a gradient-reversal layer; SGD with Nesterov momentum 0.9, weight decay 1e-3 and the
+inverse decay ``lr·(1+10p)^-0.75``; one source and one target batch per step, each drawn by a
+``RandomSampler``. Only the datasets come from dalib (the same tensors for both contenders).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+
+class ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+def lenet_classifier(num_classes: int = 10, bottleneck: int = 500) -> tuple[nn.Module, nn.Module]:
+    features = nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(20, 50, 5), nn.Dropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(800, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU(),
+    )  # fmt: skip
+    return features, nn.Linear(bottleneck, num_classes)
+
+
+def discriminator(width: int = 500, hidden: int = 1024) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+        nn.Linear(hidden, 1),
+    )  # fmt: skip
+
+
+def endless(dataset: Dataset, batch_size: int, steps: int) -> Iterator:
+    sampler = RandomSampler(dataset, num_samples=steps * batch_size)
+    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True))
+
+
+def train(
+    source: Dataset, target: Dataset, steps: int, dann: bool, batch_size: int = 32,
+    lr: float = 0.01,
+) -> list[float]:  # fmt: skip
+    """Train ``steps`` steps; return each step's seconds, from the start of one step to the
+    start of the next (fetch both batches, forward, backward, optimiser and scheduler step)."""
+    features, head = lenet_classifier()
+    modules = nn.ModuleList([features, head] + ([discriminator()] if dann else []))
+    optimizer = torch.optim.SGD(modules.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3,
+                                nesterov=True)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (1 + 10 * min(1.0, step / steps)) ** -0.75
+    )
+    modules.train()
+    source_batches = endless(source, batch_size, steps)
+    target_batches = endless(target, batch_size, steps)
+    starts = []
+    for step in range(steps):
+        starts.append(time.perf_counter())
+        x_s, y_s = next(source_batches)
+        x_t, _ = next(target_batches)
+        if dann:
+            f = features(torch.cat([x_s, x_t]))
+            logits = head(f[: len(x_s)])
+            gamma = 2 / (1 + math.exp(-10 * step / steps)) - 1
+            d = modules[2](ReverseGradient.apply(f)).squeeze(1)
+            d_s, d_t = d[: len(x_s)], d[len(x_s) :]
+            loss_d = 0.5 * (
+                F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s))
+                + F.binary_cross_entropy_with_logits(d_t, torch.zeros_like(d_t))
+            )
+            loss = F.cross_entropy(logits, y_s) + gamma * loss_d
+        else:
+            loss = F.cross_entropy(head(features(x_s)), y_s)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    starts.append(time.perf_counter())
+    return [b - a for a, b in itertools.pairwise(starts)]
