@@ -73,8 +73,7 @@ class DensityRatioEstimator(BaseEstimator):
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise DalibError(
-                f"X must have shape (n, {self.n_features_in_}) like the fitted data, "
-                f"got {X.shape}"
+                f"X must have shape (n, {self.n_features_in_}) like the fitted data, got {X.shape}"
             )
         return self.postprocess(self._ratio(X))
 
