@@ -52,6 +52,20 @@ class KeepLabels(Dataset):
         return x, (int(y) if index in self.keep else UNLABELLED)
 
 
+class WithIndex(Dataset):
+    """``(x, y, index)``: lets a callback's per-sample weights find the source samples."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        x, y = self.dataset[index][:2]
+        return x, y, index
+
+
 def labelled_subset(
     labels: torch.Tensor, per_class: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -115,6 +129,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._pair: DomainPair | None = None
         self._splits: dict[str, Dataset] | None = None
+        self.source_index = False  # set by ImportanceWeighting: source batches carry indices
 
     @property
     def pair(self) -> DomainPair:
@@ -219,7 +234,9 @@ class DomainDataModule(pl.LightningDataModule):
             **options,
         )
 
-    def _train_loader(self, dataset: Dataset, balanced: bool = False) -> DataLoader:
+    def _train_loader(
+        self, dataset: Dataset, balanced: bool = False, index: bool = False
+    ) -> DataLoader:
         num_samples = self.steps_per_epoch() * self.batch_size
         if balanced:
             labels = dataset_labels(dataset)
@@ -227,6 +244,8 @@ class DomainDataModule(pl.LightningDataModule):
             sampler = WeightedRandomSampler(weights, num_samples, replacement=True)
         else:
             sampler = RandomSampler(dataset, num_samples=num_samples)
+        if index:
+            dataset = WithIndex(dataset)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
@@ -235,7 +254,9 @@ class DomainDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(
             {
-                "source": self._train_loader(self.splits["source_train"], self.class_balanced),
+                "source": self._train_loader(
+                    self.splits["source_train"], self.class_balanced, self.source_index
+                ),
                 "target": self._train_loader(self.splits["target_train"]),
             },
             mode="min_size",
