@@ -1,5 +1,6 @@
 """ImportanceWeighting in deep training: the weights reach L_s and the discrepancy."""
 
+import csv
 import warnings
 
 import numpy as np
@@ -78,3 +79,50 @@ def test_importance_weighted_dann_config_runs_and_logs_weights(tmp_path):
     (metrics,) = tmp_path.rglob("metrics.csv")
     header = metrics.read_text().splitlines()[0]
     assert "weights/ess" in header and "weights/max" in header
+
+
+def test_partial_domain_config_down_weights_outlier_source_classes(tmp_path):
+    run_dalib(
+        [
+            "fit",
+            "-c",
+            str(REPO_WEIGHTING / "pada_blobs.yaml"),
+            "--trainer.max_epochs=8",
+            "--data.iterations_per_epoch=20",
+        ],
+        tmp_path,
+    )
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    ess = [float(r["weights/ess"]) for r in rows if r.get("weights/ess")]
+    mins = [float(r["weights/min"]) for r in rows if r.get("weights/min")]
+    assert len(ess) == 8
+    # As the classifier learns, classes 3 and 4 (absent from the target) lose weight.
+    assert min(mins) < 0.8 * mins[0] and min(ess) < ess[0]  # weights became less uniform
+
+
+def test_pada_class_weights_match_an_independent_computation():
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(num_classes=4, input_shape=(2,), bottleneck_dim=8)
+    data = DomainDataModule(
+        dataset={"name": "partial", "dataset": {"name": "blobs", "num_classes": 4},
+                 "target_classes": [0, 1]},
+        iterations_per_epoch=20,
+    )  # fmt: skip
+    callback = ImportanceWeighting(estimator=None, class_weights=True)
+    trainer = pl.Trainer(
+        max_epochs=2, callbacks=[callback], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, data)
+    module.eval()
+    with torch.no_grad():
+        x_t = torch.stack([x for x, _ in data.splits["target_train"]])
+        mean_probs = module(x_t).softmax(1).mean(0)
+    y_s = torch.tensor([int(y) for _, y in data.splits["source_train"]])
+    expected = (mean_probs / mean_probs.max())[y_s]
+    expected = expected / expected.mean()
+    got = torch.as_tensor(callback.compute_weights(trainer, module), dtype=torch.float32)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
