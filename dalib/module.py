@@ -35,6 +35,15 @@ class NonFiniteLossError(DalibError):
     """The training loss became NaN or infinite."""
 
 
+def weighted_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+) -> torch.Tensor:
+    """Cross-entropy; with weights, ``Σ w_i·ce_i / Σ w_i`` over the batch."""
+    if w is None:
+        return F.cross_entropy(logits, y)
+    return (w * F.cross_entropy(logits, y, reduction="none")).sum() / w.sum().clamp_min(1e-12)
+
+
 class DomainAdaptationModule(pl.LightningModule):
     """Feature extractor → optional bottleneck → classifier, trained on one objective.
 
@@ -118,6 +127,9 @@ class DomainAdaptationModule(pl.LightningModule):
         )
         self.lambda_t = make_schedule(lambda_t, "lambda_t")
         self.method = method or self._default_method_name()
+        # Per-sample weights of the source training set, set by ImportanceWeighting; with them
+        # and indexed source batches, L_s and D are weighted (w_s). None: unweighted.
+        self.source_weights: torch.Tensor | None = None
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
         self.eval_acc = nn.ModuleDict(
             {
@@ -159,10 +171,11 @@ class DomainAdaptationModule(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """Every term of the objective for one paired batch, and the weighted total ``loss``."""
         x_s, y_s = batch["source"][:2]
+        w_s = self.batch_source_weights(batch)
         if self.discrepancy is None and self.target_loss is None:
             # Source-only: the target batch does not enter the objective, so it is not computed.
             logits_s = self(x_s)
-            loss = F.cross_entropy(logits_s, y_s)
+            loss = weighted_cross_entropy(logits_s, y_s, w_s)
             return {"source_ce": loss, "logits_s": logits_s.detach(), "loss": loss}
         x_t, y_t = batch["target"][:2]
         n_s = x_s.shape[0]
@@ -170,7 +183,7 @@ class DomainAdaptationModule(pl.LightningModule):
         logits = self.head(f)
         f_s, f_t, logits_s, logits_t = f[:n_s], f[n_s:], logits[:n_s], logits[n_s:]
 
-        terms = {"source_ce": F.cross_entropy(logits_s, y_s)}
+        terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
         loss = terms["source_ce"]
         terms["logits_s"] = logits_s.detach()
         if self.target_loss is not None:
@@ -181,7 +194,7 @@ class DomainAdaptationModule(pl.LightningModule):
                 loss = loss + weight * terms["target_loss"]
         if self.discrepancy is not None:
             weight = self.gamma(progress)
-            inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s)
+            inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s)
             if self.gathers_discrepancy():
                 inputs = gather_inputs(self.discrepancy, inputs)
             terms["discrepancy"] = self.discrepancy(**inputs)
@@ -198,6 +211,12 @@ class DomainAdaptationModule(pl.LightningModule):
             and not self.discrepancy.adversarial
             and world_size() > 1
         )
+
+    def batch_source_weights(self, batch: Mapping[str, Sequence[torch.Tensor]]):
+        """The source batch's instance weights: ``source_weights`` at its sample indices."""
+        if self.source_weights is None or len(batch["source"]) < 3:
+            return None
+        return self.source_weights.to(batch["source"][0].device)[batch["source"][2]]
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
         terms = self.compute_losses(batch, self.progress())

@@ -53,6 +53,20 @@ class KeepLabels(Dataset):
         return x, (int(y) if index in self.keep else UNLABELLED)
 
 
+class WithIndex(Dataset):
+    """``(x, y, index)``: lets a callback's per-sample weights find the source samples."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        x, y = self.dataset[index][:2]
+        return x, y, index
+
+
 def labelled_subset(
     labels: torch.Tensor, per_class: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -126,6 +140,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._pair: DomainPair | None = None
         self._splits: dict[str, Dataset] | None = None
+        self.source_index = False  # set by ImportanceWeighting: source batches carry indices
 
     @property
     def pair(self) -> DomainPair:
@@ -240,7 +255,9 @@ class DomainDataModule(pl.LightningDataModule):
             **options,
         )
 
-    def _train_loader(self, dataset: Dataset, stream: int, balanced: bool = False) -> DataLoader:
+    def _train_loader(
+        self, dataset: Dataset, stream: int, balanced: bool = False, index: bool = False
+    ) -> DataLoader:
         steps = self.steps_per_epoch()
         weights = None
         if balanced:
@@ -255,6 +272,8 @@ class DomainDataModule(pl.LightningDataModule):
             sampler = WeightedRandomSampler(weights, steps * self.batch_size, replacement=True)
         else:
             sampler = RandomSampler(dataset, num_samples=steps * self.batch_size)
+        if index:
+            dataset = WithIndex(dataset)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -266,7 +285,9 @@ class DomainDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(
             {
-                "source": self._train_loader(self.splits["source_train"], 0, self.class_balanced),
+                "source": self._train_loader(
+                    self.splits["source_train"], 0, self.class_balanced, self.source_index
+                ),
                 "target": self._train_loader(self.splits["target_train"], 1),
             },
             mode="min_size",
