@@ -16,7 +16,14 @@ from dalib.report import write_report
 from dalib.sweep import load_sweep, run_sweep
 from tests.conftest import REPO, TOY
 
-TIMING = {"wall_time_s", "config", "versions", "selected_checkpoint"}
+TIMING = {
+    "wall_time_s",
+    "train_step_ms",
+    "peak_memory_mib",
+    "config",
+    "versions",
+    "selected_checkpoint",
+}
 
 
 def sweep_file(tmp_path: Path, name: str = "sweep.yaml", **spec) -> Path:
