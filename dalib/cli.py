@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -26,6 +26,7 @@ from dalib.resume import find_last_checkpoint
 from dalib.selection import SelectionTracker
 from dalib.step_stats import StepStats
 
+T = TypeVar("T")
 RESULT_FILE = "result.json"
 EMBEDDING_FILE = "embedding.pt"  # the last validation's features, for `dalib report --plots`
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -90,7 +91,7 @@ class DalibCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
-        tracker = next(c for c in self.trainer.callbacks if isinstance(c, SelectionTracker))
+        tracker = callback_of(self.trainer, SelectionTracker)
         if self.trainer.is_global_zero and tracker.embedding:
             path = run_directory(self.trainer) / EMBEDDING_FILE
             torch.save(tracker.embedding, path)
@@ -103,9 +104,7 @@ class DalibCLI(LightningCLI):
                     self.model.hparams.selection,
                     self.model.hparams.selection_fallback,
                 ),
-                **next(c for c in self.trainer.callbacks if isinstance(c, StepStats)).record(
-                    self.model.device
-                ),
+                **callback_of(self.trainer, StepStats).record(self.model.device),
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
@@ -140,6 +139,11 @@ class DalibCLI(LightningCLI):
         path = run_directory(self.trainer) / file_name
         write_json_atomic(path, record)
         print(f"dalib: wrote {path}")
+
+
+def callback_of(trainer, kind: type[T]) -> T:
+    """The trainer's callback of type ``kind`` (the module adds one of each it needs)."""
+    return next(c for c in trainer.callbacks if isinstance(c, kind))
 
 
 def selection_record(

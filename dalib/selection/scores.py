@@ -82,6 +82,15 @@ def soft_neighbourhood_density(
     return total / n
 
 
+def out_of_fold_domain(
+    x: np.ndarray, domain: np.ndarray, folds: int, seed: int, method: str
+) -> np.ndarray:
+    """Out-of-fold outputs of a standardised logistic-regression domain classifier."""
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return cross_val_predict(classifier, x, domain, cv=split, method=method)
+
+
 def domain_density_ratios(
     source: torch.Tensor, target: torch.Tensor, seed: int = 0, folds: int = 2
 ) -> np.ndarray:
@@ -99,9 +108,7 @@ def domain_density_ratios(
     xs, xt = source.double().numpy(), target.double().numpy()
     x = np.concatenate([xs, xt])
     d = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    p_t = cross_val_predict(classifier, x, d, cv=split, method="predict_proba")[: len(xs), 1]
+    p_t = out_of_fold_domain(x, d, folds, seed, method="predict_proba")[: len(xs), 1]
     p_t = np.clip(p_t, 1e-6, 1 - 1e-6)
     return (len(xs) / len(xt)) * p_t / (1 - p_t)
 
@@ -137,9 +144,7 @@ def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) 
     xt = target.double().numpy()[rng.permutation(len(target))[:n]]
     x = np.concatenate([xs, xt])
     d = np.concatenate([np.zeros(n), np.ones(n)])
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    split = StratifiedKFold(2, shuffle=True, random_state=seed)
-    error = float((cross_val_predict(classifier, x, d, cv=split) != d).mean())
+    error = float((out_of_fold_domain(x, d, 2, seed, method="predict") != d).mean())
     return 2.0 * (1.0 - 2.0 * min(error, 0.5))
 
 
