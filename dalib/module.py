@@ -86,7 +86,7 @@ class DomainAdaptationModule(pl.LightningModule):
         bottleneck_dim: int | None = None,
         discrepancy: Spec | None = None,
         gamma: ScheduleSpec = 1.0,
-        target_loss: str | None = None,
+        target_loss: Spec | None = None,
         lambda_t: ScheduleSpec = 1.0,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -150,7 +150,7 @@ class DomainAdaptationModule(pl.LightningModule):
         if self.discrepancy is not None:
             parts.append(split_spec(self.hparams.discrepancy, "discrepancy")[0])
         if self.target_loss is not None:
-            parts.append(str(self.hparams.target_loss))
+            parts.append(split_spec(self.hparams.target_loss, "target_loss")[0])
         return "+".join(parts) or "source_only"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -86,8 +86,8 @@ def table(
 
 
 def published(records: list[dict[str, Any]]) -> list[list[str]]:
-    """Published numbers named by the configs' ``reference``, per method × task."""
-    tasks = sorted({r["task"] for r in records})
+    """Published numbers named by the configs' ``reference``, per method × task (and ``avg``)."""
+    tasks = [*sorted({r["task"] for r in records}), "avg"]
     rows = [["method", *tasks, "source"]]
     seen = {}
     for r in records:
@@ -118,6 +118,34 @@ def selection_table(records: list[dict[str, Any]], varied: Sequence[str]) -> lis
 def sweep_commands(root: Path) -> list[str]:
     """The sweep files behind the records under ``root``, as their ``sweep.json`` names them."""
     return sorted({json.loads(p.read_text())["sweep"] for p in root.rglob("sweep.json")})
+
+
+def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat entry per run, accuracies in percent, for committed benchmark results."""
+
+    def percent(value: float | None) -> float | None:
+        return None if value is None else round(100 * value, 2)
+
+    return [
+        {
+            "benchmark": r["dataset"],
+            "task": r["task"],
+            "method": r["method"],
+            "seed": r["seed"],
+            "params": r["_params"],
+            "target_acc": percent(r["target_acc"]),
+            "selected_by": r["selected_by"],
+            "oracle_target_acc": percent(r.get("oracle_target_acc")),
+            "last_target_acc": percent(r.get("last_target_acc")),
+            "selections": {
+                name: percent(choice["target_acc"])
+                for name, choice in (r.get("selections") or {}).items()
+            },
+            "train_step_ms": r.get("train_step_ms"),
+            "wall_time_s": r.get("wall_time_s"),
+        }
+        for r in sorted(records, key=lambda r: (r["method"], r["task"], r["seed"], r["_path"]))
+    ]
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -172,11 +200,12 @@ def write_report(root: Path, out: Path, plots: bool = False) -> str:
     (out / "report.md").write_text(text)
     with (out / "report.csv").open("w", newline="") as f:
         csv.writer(f).writerows(csv_rows)
+    (out / "records.json").write_text(json.dumps(run_records(records), indent=1) + "\n")
     return text
 
 
 def main(arguments: Sequence[str]) -> None:
-    """``dalib report <results dir> [--out DIR]``."""
+    """``dalib report <results dir> [--out DIR]``: report.md, report.csv and records.json."""
     parser = argparse.ArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="folder holding run records (result.json)")
     parser.add_argument("--out", type=Path, help="where report.md and report.csv go")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dalib.errors import DalibError
 from dalib.registry import Registry
 
 UNLABELLED = -1
@@ -45,3 +46,30 @@ class EntropyMinimisation(TargetLoss):
     def __call__(self, logits_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits_t, dim=1)
         return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
+@TARGET_LOSSES.register("mcc")
+class MinimumClassConfusion(TargetLoss):
+    """Minimum Class Confusion (Jin et al., ECCV 2020): penalise target between-class confusion.
+
+    With temperature-scaled predictions ``P = softmax(logits_t / T)`` (B × C) and uncertainty
+    weights ``W_ii = B·(1 + exp(-H(p_i))) / Σ_k (1 + exp(-H(p_k)))`` (confident samples count
+    more), the class correlation is ``C = Pᵀ W P``; each row is divided by its sum and the loss
+    is the mean over classes of the off-diagonal row mass, ``Σ_j Σ_{j'≠j} C̃_jj' / C``. It is in
+    [0, (C-1)/C]; zero when every prediction is one-hot. ``temperature`` 2.5 is the paper's.
+    """
+
+    def __init__(self, temperature: float = 2.5) -> None:
+        if not temperature > 0:
+            raise DalibError(f"mcc temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def __call__(self, logits_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+        batch, num_classes = logits_t.shape
+        p = F.softmax(logits_t / self.temperature, dim=1)
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+        certainty = 1 + torch.exp(-entropy)
+        weights = batch * certainty / certainty.sum()
+        confusion = (p * weights.unsqueeze(1)).t() @ p
+        confusion = confusion / confusion.sum(dim=1, keepdim=True)
+        return (confusion.sum() - confusion.trace()) / num_classes
