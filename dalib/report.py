@@ -91,7 +91,7 @@ def published(records: list[dict[str, Any]]) -> list[list[str]]:
     rows = [["method", *tasks, "source"]]
     seen = {}
     for r in records:
-        if r.get("reference"):
+        if (r.get("reference") or {}).get("target_acc"):
             seen[r["method"]] = r["reference"]
     for method, ref in sorted(seen.items()):
         numbers = ref.get("target_acc", {})

@@ -12,8 +12,10 @@ split for evaluation. Images are decoded once into uint8 tensors and normalised 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +56,17 @@ def load_digits(
 ) -> DigitImages:  # fmt: skip
     """One split of a digits dataset as ``channels`` x ``size`` x ``size`` uint8 tensors."""
     folder = data_root(root)
+    images, labels = decoded_digits(name, train, channels, size, folder, root, download)
+    return DigitImages(images, labels)
+
+
+@functools.lru_cache(maxsize=8)
+def decoded_digits(
+    name: str, train: bool, channels: int, size: int, folder: Path,
+    root: str | os.PathLike | None, download: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Decoded and resized images and labels, kept for the process: a sweep's runs or a test
+    session load each split once (USPS is a bz2 text file, slow to parse)."""
     try:
         raw = DIGITS[name](str(folder), train, download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted ..."
@@ -73,7 +86,7 @@ def load_digits(
         images = TF.resize(images, [size, size], antialias=True)
     if images.shape[1] != channels:
         images = images.expand(-1, channels, -1, -1).contiguous()
-    return DigitImages(images, labels.long())
+    return images, labels.long()
 
 
 @DATASETS.register("digits")

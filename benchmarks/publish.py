@@ -1,0 +1,134 @@
+"""Turn a finished (or partly finished) sweep into committed results: <name>.md and <name>.json.
+
+    python benchmarks/publish.py runs/sweeps/office_caltech office_caltech \
+        --command "bash benchmarks/office_caltech.sh" --planned 468 \
+        --baseline "CORAL + linear SVM (Sun, Feng and Saenko, AAAI 2016)=48.8"
+
+``<name>.json`` is ``dalib report``'s ``records.json`` (one entry per run, accuracies in percent);
+``<name>.md`` is the report under a header that names the command, the code version and how
+many of the planned runs it holds, followed by the target check: every method's average over
+tasks against the published numbers its config names and against each ``--baseline``, and
+against source-only measured in the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from dalib.report import write_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def method_averages(records: list[dict]) -> dict[str, tuple[float, int, int]]:
+    """Per method: mean over tasks of the seed-mean target accuracy, tasks and runs counted."""
+    cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        cells[r["method"]][r["task"]].append(r["target_acc"])
+    return {
+        m: (statistics.mean(statistics.mean(v) for v in tasks.values()), len(tasks),
+            sum(len(v) for v in tasks.values()))
+        for m, tasks in cells.items()
+    }  # fmt: skip
+
+
+def task_means(records: list[dict]) -> dict[tuple[str, str], tuple[float, int]]:
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        cells[r["method"], r["task"]].append(r["target_acc"])
+    return {k: (statistics.mean(v), len(v)) for k, v in cells.items()}
+
+
+def target_check(records: list[dict], references: dict, baselines: list[tuple[str, float]]):
+    """Markdown lines: ours (no target labels) against published numbers and source-only."""
+    lines = [
+        "## Targets",
+        "",
+        "Ours: the reported model (`selected_by` above; no target labels), "
+        "mean over seeds. Published numbers as their source chose them (see the source).",
+        "",
+    ]
+    cells = task_means(records)
+    rows = [["method", "task", "ours", "seeds", "published", "ours - published", "source"]]
+    for method, ref in sorted(references.items()):
+        for task, number in sorted(ref.get("target_acc", {}).items()):
+            if task == "avg" or (method, task) not in cells:
+                continue
+            ours, n = cells[method, task]
+            rows.append([method, task, f"{ours:.1f}", str(n), f"{number:.1f}",
+                         f"{ours - number:+.1f} ({'met' if ours >= number else 'missed'})",
+                         ref["source"]])  # fmt: skip
+    if len(rows) > 1:
+        lines += ["| " + " | ".join(r) + " |" for r in rows[:1]]
+        lines += ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        lines.append("")
+    averages = method_averages(records)
+    all_tasks = len({r["task"] for r in records})
+    floor = averages.get("source_only")
+    rows = [["method", "avg over tasks", "tasks", "runs", "vs source-only (same table)",
+             *(f"vs {label}" for label, _ in baselines)]]  # fmt: skip
+    for method, (avg, tasks, runs) in sorted(averages.items(), key=lambda kv: -kv[1][0]):
+        complete = tasks == all_tasks
+        vs_floor = (
+            ""
+            if floor is None or method == "source_only"
+            else (f"{avg - floor[0]:+.1f} ({'above' if avg > floor[0] else 'NOT above'})")
+        )
+        row = [method, f"{avg:.1f}" + ("" if complete else " (partial)"), str(tasks), str(runs),
+               vs_floor, *(f"{avg - value:+.1f}" for _, value in baselines)]  # fmt: skip
+        rows.append(row)
+    lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    for label, value in baselines:
+        lines.append(f"\n`{label}`: {value} (published; a shallow method, not run here).")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="the sweep's output folder")
+    parser.add_argument("name", help="results/<name>.md and .json")
+    parser.add_argument("--command", required=True, help="the command that produced the runs")
+    parser.add_argument("--planned", type=int, help="how many runs the sweep plans")
+    parser.add_argument("--baseline", action="append", default=[], help="'label=value' (percent)")
+    args = parser.parse_args()
+    baselines = [(b.rsplit("=", 1)[0], float(b.rsplit("=", 1)[1])) for b in args.baseline]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = write_report(args.runs, Path(tmp))
+        records = json.loads((Path(tmp) / "records.json").read_text())
+    references = {}
+    for path in args.runs.rglob("result.json"):
+        record = json.loads(path.read_text())
+        if record.get("reference"):
+            references[record["method"]] = record["reference"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()  # fmt: skip
+    planned = f" of the {args.planned} the sweep plans" if args.planned else ""
+    header = [
+        f"# {args.name}: results",
+        "",
+        f"Produced by `{args.command}` (dalib {commit}, torch {torch.__version__}, "
+        f"{platform.machine()} CPU, one thread per run as the script sets); this file by "
+        f"`python benchmarks/publish.py {args.runs} {args.name} ...` (see the script). It holds "
+        f"{len(records)} runs{planned}; rerunning the command resumes the sweep.",
+        "",
+    ]
+    body = report.split("\n", 1)[1]  # drop the report's own title
+    text = "\n".join([*header, *target_check(records, references, baselines), "", body])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(f"wrote {RESULTS / args.name}.md and .json ({len(records)} runs)")
+
+
+if __name__ == "__main__":
+    main()
