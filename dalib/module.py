@@ -50,7 +50,8 @@ class DomainAdaptationModule(pl.LightningModule):
     ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` at training progress ``p = step / max_steps``:
 
     - ``L_s``: cross-entropy on the labelled source batch.
-    - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``).
+    - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``,
+      ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
     - ``D``: ``discrepancy`` from the registry, on the bottleneck features (the classifier's input)
       of the source and target batch; it also receives logits, source labels and weights.
     - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
@@ -86,7 +87,7 @@ class DomainAdaptationModule(pl.LightningModule):
         bottleneck_dim: int | None = None,
         discrepancy: Spec | None = None,
         gamma: ScheduleSpec = 1.0,
-        target_loss: str | None = None,
+        target_loss: Spec | None = None,
         lambda_t: ScheduleSpec = 1.0,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -150,7 +151,7 @@ class DomainAdaptationModule(pl.LightningModule):
         if self.discrepancy is not None:
             parts.append(split_spec(self.hparams.discrepancy, "discrepancy")[0])
         if self.target_loss is not None:
-            parts.append(str(self.hparams.target_loss))
+            parts.append(split_spec(self.hparams.target_loss, "target loss")[0])
         return "+".join(parts) or "source_only"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
