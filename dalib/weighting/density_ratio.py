@@ -155,7 +155,7 @@ class KMM(DensityRatioEstimator):
         sigma: float | None = None,
         B: float = 1000.0,
         eps=None,
-        max_samples: int | None = 500,
+        max_samples: int | None = 200,
         seed: int = 0,
         **options,
     ):
