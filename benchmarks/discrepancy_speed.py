@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -44,7 +45,8 @@ NUM_CLASSES = 10
 # The adversarial measures' defaults are the Transfer-Learning-Library's discriminators (two
 # hidden layers of 1024), bigger than LeNet itself; these smaller ones show what meets 10%.
 SMALLER_CRITICS = [
-    *((name, {"hidden_dim": width}) for name in ("dann", "cdan", "cdan_e", "mdd")
+    *((name, {"hidden_dim": width}) for name in ("dann", "mdd") for width in (256, 64)),
+    *((name, {"hidden_dim": width, "random_dim": 256}) for name in ("cdan", "cdan_e")
       for width in (256, 64)),
     ("wdgrl", {"critic_steps": 1}),
 ]  # fmt: skip
@@ -161,12 +163,16 @@ def run_cell(name: str, n: int, d: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def markdown(grid: list[dict], mmd: dict | None, lenet: list[dict], command: str) -> str:
+def markdown(
+    grid: list[dict], mmd: dict | None, lenet: list[dict], command: str, load: tuple
+) -> str:
     lines = [
         "# Discrepancy speed and memory",
         "",
         f"Produced by `{command}` on {platform.machine()} CPU, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads.",
+        f"{torch.get_num_threads()} threads; 1-minute load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end, on {os.cpu_count()} cores (other work on the machine makes "
+        "absolute times noisy; the ratios are taken within one process).",
         "",
     ]
     if grid:
@@ -227,6 +233,7 @@ def main() -> None:
         print(json.dumps(worker(name, int(n), int(d))))
         return
     sizes, widths = ([32, 128], [256]) if args.quick else (SIZES, WIDTHS)
+    load_start = os.getloadavg()[0]
     grid, mmd = [], None
     if not args.lenet_only:
         for name in builtin_discrepancies():
@@ -238,12 +245,17 @@ def main() -> None:
     lenet = versus_lenet([32] if args.quick else [32, 64])
     flag = " --quick" if args.quick else " --lenet-only" if args.lenet_only else ""
     command = "python benchmarks/discrepancy_speed.py" + flag
-    md = markdown(grid, mmd, lenet, command)
+    load = (load_start, os.getloadavg()[0])
+    md = markdown(grid, mmd, lenet, command, load)
     stem = "discrepancy_speed" + flag.replace(" --", "_").replace("-", "_")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text(md)
     (args.out / f"{stem}.json").write_text(
-        json.dumps({"grid": grid, "mmd_vs_cdist": mmd, "versus_lenet": lenet}, indent=2) + "\n"
+        json.dumps(
+            {"grid": grid, "mmd_vs_cdist": mmd, "versus_lenet": lenet, "load_average": load},
+            indent=2,
+        )
+        + "\n"
     )
     print(md)
 
