@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -41,27 +42,32 @@ def main() -> None:
     parser.add_argument("--max-single-qp", type=int, default=200)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        raise SystemExit("run with OMP_NUM_THREADS=1: the times are CPU times of one thread")
+    load_start = os.getloadavg()[0]
     rows = []
     for n in SIZES:
         rng = np.random.default_rng(0)
         X_s, X_t = rng.normal(0, 1, (n, DIM)), rng.normal(0.5, 1, (n, DIM))
         for name, estimator in estimators(n, args.max_single_qp).items():
-            start = time.perf_counter()
+            start = time.process_time()
             estimator.fit_predict_weights(X_s, X_t)
-            rows.append({"estimator": name, "n": n, "seconds": time.perf_counter() - start})
+            rows.append({"estimator": name, "n": n, "seconds": time.process_time() - start})
             print(json.dumps(rows[-1]), flush=True)
     names = list(dict.fromkeys(r["estimator"] for r in rows))
     cell = {(r["estimator"], r["n"]): r["seconds"] for r in rows}
-    command = "python benchmarks/density_ratio_cost.py" + (
+    command = "OMP_NUM_THREADS=1 python benchmarks/density_ratio_cost.py" + (
         f" --max-single-qp {args.max_single_qp}" if args.max_single_qp != 200 else ""
     )
     lines = [
         "# Density-ratio estimators: fit time against sample size",
         "",
-        f"Produced by `{command}` on {platform.machine()} CPU, {torch.get_num_threads()} "
-        f"thread(s), NumPy {np.__version__}, SciPy {scipy.__version__}, scikit-learn "
+        f"Produced by `{command}` on {platform.machine()} CPU, one thread (1-minute load "
+        f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
+        f"NumPy {np.__version__}, SciPy {scipy.__version__}, scikit-learn "
         f"{sklearn.__version__}. One `fit_predict_weights` per cell, n source and n target "
-        f"samples, d = {DIM}; seconds (— : not run). `kmm` is the default: one QP up to "
+        f"samples, d = {DIM}; CPU seconds (— : not run). `kmm` is the default: one QP up to "
         f"{KMM().max_samples} source samples, one QP per random block of at most "
         f"{KMM().max_samples} above; `kmm, one QP` has `max_samples=None`.",
         "",
