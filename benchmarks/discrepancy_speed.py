@@ -11,14 +11,18 @@ with interleaved repeats, because these machines are noisy):
 3. every measure at batch 32 and 64 per domain on LeNet-sized features (d = 500, 10 classes)
    against one LeNet training step on the same batches (target: at most 10%).
 
-Usage: ``python benchmarks/discrepancy_speed.py [--quick]`` writes
-``benchmarks/results/discrepancy_speed.{md,json}``. ``--quick`` runs the small sizes only.
+Usage: ``python benchmarks/discrepancy_speed.py [--quick | --lenet-only]`` writes
+``benchmarks/results/discrepancy_speed.{md,json}``. ``--quick`` runs the small sizes only (to
+``discrepancy_speed_quick.*``), ``--lenet-only`` only table 3 (to
+``discrepancy_speed_lenet_only.*``). Table 3 also times the adversarial measures with smaller
+discriminators than their defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -38,6 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = [32, 128, 512, 2048]
 WIDTHS = [256, 2048]
 NUM_CLASSES = 10
+# The adversarial measures' defaults are the Transfer-Learning-Library's discriminators (two
+# hidden layers of 1024), bigger than LeNet itself; these smaller ones show what meets 10%.
+SMALLER_CRITICS = [
+    *((name, {"hidden_dim": width}) for name in ("dann", "mdd") for width in (256, 64)),
+    *((name, {"hidden_dim": width, "random_dim": 256}) for name in ("cdan", "cdan_e")
+      for width in (256, 64)),
+    ("wdgrl", {"critic_steps": 1}),
+]  # fmt: skip
 
 
 def inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -51,10 +63,10 @@ def inputs(n: int, d: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def step_of(name: str, n: int, d: int) -> Callable[[], None]:
-    """One forward + backward of measure ``name``."""
+def step_of(name: str, n: int, d: int, **options) -> Callable[[], None]:
+    """One forward + backward of measure ``name`` built with ``options``."""
     torch.manual_seed(0)
-    measure = DISCREPANCIES.build(name, in_features=d, num_classes=NUM_CLASSES)
+    measure = DISCREPANCIES.build({"name": name, **options}, in_features=d, num_classes=NUM_CLASSES)
     x = inputs(n, d)
 
     def step() -> None:
@@ -86,15 +98,20 @@ def worker(name: str, n: int, d: int) -> dict:
     return {"measure": name, "n": n, "d": d, "ms": median_ms(step), "peak_mib": peak_kib / 1024}
 
 
+# Clock of the interleaved ratios: wall time, or with --cpu-time the thread's CPU time (one
+# torch thread), which leaves out the time other processes hold the core on a shared machine.
+CLOCK = {"clock": time.perf_counter}
+
+
 def interleaved_ratio(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple:
     """Median times of ``a`` and ``b`` (ms), timed alternately, and the median ratio a/b."""
     a(), b()
     ta, tb = [], []
     for _ in range(repeats):
         for f, out in ((a, ta), (b, tb)):
-            start = time.perf_counter()
+            start = CLOCK["clock"]()
             f()
-            out.append(time.perf_counter() - start)
+            out.append(CLOCK["clock"]() - start)
     ratios = [x / y for x, y in zip(ta, tb, strict=True)]
     return 1e3 * statistics.median(ta), 1e3 * statistics.median(tb), statistics.median(ratios)
 
@@ -129,14 +146,16 @@ def lenet_step(batch: int) -> Callable[[], None]:
 
 
 def versus_lenet(batches: list[int]) -> list[dict]:
+    """Every measure with its defaults, then the adversarial ones with smaller critics."""
     rows = []
     for batch in batches:
         reference = lenet_step(batch)
-        for name in builtin_discrepancies():
+        variants = [(name, {}) for name in builtin_discrepancies()] + SMALLER_CRITICS
+        for name, options in variants:
             measure_ms, lenet_ms, ratio = interleaved_ratio(
-                step_of(name, batch, 500), reference, repeats=15
+                step_of(name, batch, 500, **options), reference, repeats=15
             )
-            rows.append({"measure": name, "batch": batch, "ms": measure_ms,
+            rows.append({"measure": name, "options": options, "batch": batch, "ms": measure_ms,
                          "lenet_step_ms": lenet_ms, "ratio": ratio})  # fmt: skip
     return rows
 
@@ -149,45 +168,59 @@ def run_cell(name: str, n: int, d: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def markdown(grid: list[dict], mmd: dict, lenet: list[dict], command: str) -> str:
-    sizes = sorted({(r["n"], r["d"]) for r in grid}, key=lambda nd: (nd[1], nd[0]))
-    head = "| measure | " + " | ".join(f"n={n}, d={d}" for n, d in sizes) + " |"
+def markdown(
+    grid: list[dict], mmd: dict | None, lenet: list[dict], command: str, load: tuple
+) -> str:
     lines = [
         "# Discrepancy speed and memory",
         "",
         f"Produced by `{command}` on {platform.machine()} CPU, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads.",
+        f"{torch.get_num_threads()} threads, {CLOCK['clock'].__name__} as the clock of the "
+        f"ratios; 1-minute load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end, on {os.cpu_count()} cores (other work on the machine makes "
+        "absolute times noisy; the ratios are taken within one process).",
         "",
-        "## Forward + backward: median ms / peak MiB added by one call",
-        "",
-        "n samples per domain, d feature width. Peak memory is the growth of the process's",
-        "maximum resident set during the first call, in a fresh process per cell.",
-        "",
-        head,
-        "|---|" + "---|" * len(sizes),
     ]
-    for name in sorted({r["measure"] for r in grid}):
-        cells = {(r["n"], r["d"]): r for r in grid if r["measure"] == name}
-        row = [f"{cells[s]['ms']:.1f} / {cells[s]['peak_mib']:.0f}" for s in sizes]
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    if grid:
+        sizes = sorted({(r["n"], r["d"]) for r in grid}, key=lambda nd: (nd[1], nd[0]))
+        lines += [
+            "## Forward + backward: median ms / peak MiB added by one call",
+            "",
+            "n samples per domain, d feature width. Peak memory is the growth of the process's",
+            "maximum resident set during the first call, in a fresh process per cell.",
+            "",
+            "| measure | " + " | ".join(f"n={n}, d={d}" for n, d in sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+        ]
+        for name in sorted({r["measure"] for r in grid}):
+            cells = {(r["n"], r["d"]): r for r in grid if r["measure"] == name}
+            row = [f"{cells[s]['ms']:.1f} / {cells[s]['peak_mib']:.0f}" for s in sizes]
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append("")
+    if mmd:
+        lines += [
+            "## Multi-kernel MMD against one torch.cdist (target <= 1.5x)",
+            "",
+            f"n = {mmd['n']} per domain, d = {mmd['d']}, forward + backward, interleaved repeats: "
+            f"MMD {mmd['mmd_ms']:.1f} ms, cdist {mmd['cdist_ms']:.1f} ms, "
+            f"median ratio **{mmd['ratio']:.2f}x**.",
+            "",
+        ]
     lines += [
-        "",
-        "## Multi-kernel MMD against one torch.cdist (target <= 1.5x)",
-        "",
-        f"n = {mmd['n']} per domain, d = {mmd['d']}, forward + backward, interleaved repeats: "
-        f"MMD {mmd['mmd_ms']:.1f} ms, cdist {mmd['cdist_ms']:.1f} ms, "
-        f"median ratio **{mmd['ratio']:.2f}x**.",
-        "",
         "## Against one LeNet training step (target <= 10%)",
         "",
         "Measure forward + backward on d = 500 features and 10-class logits, against a LeNet",
-        "step (forward of source + target batch, backward, SGD) at the same batch per domain.",
+        "step (forward of source + target batch, backward, SGD) at the same batch per domain,",
+        "timed alternately in one process; the ratio is the median of the per-repeat ratios.",
+        "Options: the measure's defaults unless named (adversarial defaults: discriminators of",
+        "two hidden layers of 1024 as in the Transfer-Learning-Library; wdgrl: 5 critic steps).",
         "",
-        "| measure | batch | measure ms | LeNet step ms | ratio |",
-        "|---|---|---|---|---|",
+        "| measure | options | batch | measure ms | LeNet step ms | ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for r in lenet:
-        lines.append(f"| {r['measure']} | {r['batch']} | {r['ms']:.2f} | "
+        options = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults"
+        lines.append(f"| {r['measure']} | {options} | {r['batch']} | {r['ms']:.2f} | "
                      f"{r['lenet_step_ms']:.2f} | {100 * r['ratio']:.1f}% |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -195,6 +228,14 @@ def markdown(grid: list[dict], mmd: dict, lenet: list[dict], command: str) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n in {32, 128}, d = 256 only")
+    parser.add_argument(
+        "--lenet-only", action="store_true", help="only the LeNet-step comparison (table 3)"
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the ratios in thread CPU time, on one thread (for a loaded machine)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "N", "D"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
@@ -203,21 +244,32 @@ def main() -> None:
         print(json.dumps(worker(name, int(n), int(d))))
         return
     sizes, widths = ([32, 128], [256]) if args.quick else (SIZES, WIDTHS)
-    grid = []
-    for name in builtin_discrepancies():
-        for d in widths:
-            for n in sizes:
-                grid.append(run_cell(name, n, d))
-                print(json.dumps(grid[-1]), flush=True)
-    mmd = mmd_vs_cdist(*((128, 256) if args.quick else (1024, 2048)))
+    if args.cpu_time:
+        torch.set_num_threads(1)
+        CLOCK["clock"] = time.thread_time
+    load_start = os.getloadavg()[0]
+    grid, mmd = [], None
+    if not args.lenet_only:
+        for name in builtin_discrepancies():
+            for d in widths:
+                for n in sizes:
+                    grid.append(run_cell(name, n, d))
+                    print(json.dumps(grid[-1]), flush=True)
+        mmd = mmd_vs_cdist(*((128, 256) if args.quick else (1024, 2048)))
     lenet = versus_lenet([32] if args.quick else [32, 64])
-    command = "python benchmarks/discrepancy_speed.py" + (" --quick" if args.quick else "")
-    md = markdown(grid, mmd, lenet, command)
-    stem = "discrepancy_speed_quick" if args.quick else "discrepancy_speed"
+    flag = " --quick" if args.quick else " --lenet-only" if args.lenet_only else ""
+    command = "python benchmarks/discrepancy_speed.py" + flag + (" --cpu-time" * args.cpu_time)
+    load = (load_start, os.getloadavg()[0])
+    md = markdown(grid, mmd, lenet, command, load)
+    stem = "discrepancy_speed" + flag.replace(" --", "_").replace("-", "_")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text(md)
     (args.out / f"{stem}.json").write_text(
-        json.dumps({"grid": grid, "mmd_vs_cdist": mmd, "versus_lenet": lenet}, indent=2) + "\n"
+        json.dumps(
+            {"grid": grid, "mmd_vs_cdist": mmd, "versus_lenet": lenet, "load_average": load},
+            indent=2,
+        )
+        + "\n"
     )
     print(md)
 

@@ -50,7 +50,8 @@ class DomainAdaptationModule(pl.LightningModule):
     ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` at training progress ``p = step / max_steps``:
 
     - ``L_s``: cross-entropy on the labelled source batch.
-    - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``).
+    - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``,
+      ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
     - ``D``: ``discrepancy`` from the registry, on the bottleneck features (the classifier's input)
       of the source and target batch; it also receives logits, source labels and weights.
     - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).

@@ -73,3 +73,50 @@ class MinimumClassConfusion(TargetLoss):
         confusion = (p * weights.unsqueeze(1)).t() @ p
         confusion = confusion / confusion.sum(dim=1, keepdim=True)
         return (confusion.sum() - confusion.trace()) / num_classes
+
+
+def confident_mask(probs_t: torch.Tensor, threshold: float, per_class: int | None) -> torch.Tensor:
+    """Boolean mask of the rows whose top probability is at least ``threshold``; with
+    ``per_class``, only the most confident ``per_class`` of each predicted class (ties: first
+    row first). Vectorised, so it runs on the probabilities' device without a sync."""
+    confidence, labels = probs_t.max(dim=1)
+    keep = confidence >= threshold
+    if per_class is None:
+        return keep
+    order = torch.argsort(-confidence, stable=True)
+    one_hot = F.one_hot(labels[order], probs_t.shape[1]) * keep[order, None]
+    rank = torch.empty_like(labels)
+    rank[order] = one_hot.cumsum(dim=0).gather(1, labels[order, None]).squeeze(1)
+    return keep & (rank <= per_class)
+
+
+def check_confident_options(threshold: float, per_class: int | None) -> None:
+    if not 0 <= threshold <= 1:
+        raise DalibError(f"threshold must be in [0, 1], got {threshold}")
+    if per_class is not None and per_class < 1:
+        raise DalibError(f"per_class must be None or >= 1, got {per_class}")
+
+
+@TARGET_LOSSES.register("pseudo_label")
+class ConfidentPseudoLabels(TargetLoss):
+    """Cross-entropy of each confident target prediction toward its own class (self-training
+    with pseudo-labels, Lee, ICML-W 2013), the selection of ``weighting.select_confident``.
+
+    A target sample counts when its top softmax probability is at least ``threshold``; with
+    ``per_class``, only the ``per_class`` most confident of each predicted class in the batch
+    (class balance: one easy class cannot fill the loss). The pseudo-labels and the selection
+    are constants (no gradient through them). The sum over selected samples is divided by the
+    batch size, as in FixMatch: a batch with few confident samples contributes little, and
+    one with none gives zero. Target labels are never read.
+    """
+
+    def __init__(self, threshold: float = 0.9, per_class: int | None = None) -> None:
+        check_confident_options(threshold, per_class)
+        self.threshold = float(threshold)
+        self.per_class = per_class
+
+    def __call__(self, logits_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+        probs = F.softmax(logits_t.detach(), dim=1)
+        keep = confident_mask(probs, self.threshold, self.per_class)
+        ce = F.cross_entropy(logits_t, probs.argmax(dim=1), reduction="none")
+        return (ce * keep).sum() / logits_t.shape[0]

@@ -62,6 +62,19 @@ def test_kmm_satisfies_constraints_and_matches_means():
     assert spearmanr(beta, true)[0] > 0.3  # KMM matches means; its weights are noisy per sample
 
 
+def test_kmm_above_max_samples_solves_one_qp_per_block_of_source_samples():
+    X_s, X_t, true = gaussians(n_s=150, n_t=120)
+    kmm = KMM(B=5.0, normalize=False, max_samples=50)
+    beta = kmm.fit_predict_weights(X_s, X_t)
+    blocks = np.array_split(np.random.default_rng(0).permutation(150), 3)
+    for block in blocks:  # each block of 50 meets its own constraints
+        assert abs(beta[block].sum() - 50) <= 50 * kmm.eps_ + 1e-6
+    alone = KMM(sigma=kmm.sigma_, B=5.0, normalize=False, max_samples=None)
+    alone = alone.fit_predict_weights(X_s[blocks[0]], X_t)  # the block's QP on its own
+    np.testing.assert_allclose(beta[blocks[0]], alone, atol=1e-6)
+    assert spearmanr(beta, true)[0] > 0.3
+
+
 @pytest.mark.parametrize("estimator", [ClassifierRatio(), KLIEP(), ULSIF()])
 def test_same_distribution_gives_weights_near_one(estimator):
     rng = np.random.default_rng(0)

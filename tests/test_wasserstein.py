@@ -118,6 +118,16 @@ def test_sliced_equals_pots_numpy_result_with_the_same_seed_raised_to_p(p):
     assert got.item() == pytest.approx(expected**p, rel=1e-10)
 
 
+@pytest.mark.parametrize("p", [1, 2])
+def test_sliced_of_equal_sized_uniform_batches_equals_pots_result(p):
+    """Equal batch sizes without weights take the sorted-projection route, not POT's."""
+    xs, xt, _, _ = samples(20, 20, d=6)
+    expected = ot.sliced_wasserstein_distance(xs, xt, n_projections=32, p=p, seed=5)
+    measure = SlicedWasserstein(n_projections=32, p=p, seed=5)
+    assert value(measure, xs, xt).item() == pytest.approx(expected**p, rel=1e-10)
+    assert value(measure, xs, xt).item() == pytest.approx(expected**p, rel=1e-10)  # kept
+
+
 def test_sliced_projections_are_fixed_by_a_seed_and_fresh_without_one():
     xs, xt, _, _ = samples()
     fixed, fresh = SlicedWasserstein(seed=3), SlicedWasserstein()

@@ -15,7 +15,12 @@ import ot
 import torch
 import torch.nn.functional as F
 
-from dalib.discrepancy.base import Discrepancy, check_features, normalised_weights
+from dalib.discrepancy.base import (
+    Discrepancy,
+    check_features,
+    cross_sq_dists,
+    normalised_weights,
+)
 from dalib.discrepancy.registry import DISCREPANCIES
 from dalib.errors import DalibError, check_weight
 
@@ -24,12 +29,12 @@ METRICS = ("sqeuclidean", "euclidean")
 
 
 def ground_cost(f_s: torch.Tensor, f_t: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """The (n_s, n_t) cost matrix, from one matrix product (``ot.dist``: ‖a‖² + ‖b‖² - 2a·b ≥ 0).
+    """The (n_s, n_t) cost matrix, from one matrix product (as ``ot.dist``: ‖a‖² + ‖b‖² - 2a·b ≥ 0).
 
     For ``"euclidean"`` the square root is taken of the distance clamped at the smallest normal
     number, so that coincident points get a zero gradient instead of the infinite slope at 0.
     """
-    sq_dists = ot.dist(f_s, f_t, metric="sqeuclidean")
+    sq_dists = cross_sq_dists(f_s, f_t)
     if metric == "sqeuclidean":
         return sq_dists
     return sq_dists.clamp_min(torch.finfo(sq_dists.dtype).tiny).sqrt()
@@ -193,22 +198,34 @@ class SlicedWasserstein(Discrepancy):
         self.n_projections = int(n_projections)
         self.p = float(p)
         self.seed = None if seed is None else int(seed)
+        self._fixed_projections: torch.Tensor | None = None
 
     def projections(self, d: int, like: torch.Tensor) -> torch.Tensor:
-        """(d, n_projections) unit directions."""
+        """(d, n_projections) unit directions; with a seed, drawn once and kept."""
         if self.seed is None:
             theta = torch.randn(d, self.n_projections, dtype=like.dtype, device=like.device)
-            return theta / theta.norm(dim=0, keepdim=True)
-        theta = ot.sliced.get_random_projections(
-            d, self.n_projections, seed=np.random.RandomState(self.seed)
-        )
-        return torch.as_tensor(theta, dtype=like.dtype, device=like.device)
+            return theta * theta.square().sum(dim=0).rsqrt()
+        fixed = self._fixed_projections
+        if fixed is None or fixed.shape[0] != d:
+            fixed = torch.as_tensor(
+                ot.sliced.get_random_projections(
+                    d, self.n_projections, seed=np.random.RandomState(self.seed)
+                )
+            )
+        self._fixed_projections = fixed.to(dtype=like.dtype, device=like.device)
+        return self._fixed_projections
 
     def forward(self, f_s, f_t, *, logits_s=None, logits_t=None, y_s=None, w_s=None, w_t=None):
         check_features(f_s, f_t)
+        theta = self.projections(f_s.shape[1], f_s)
+        if w_s is None and w_t is None and len(f_s) == len(f_t):
+            # n uniform points on each side: the 1-D optimal plan pairs the sorted projections,
+            # the same value as POT's quantile-function route at a fraction of its cost.
+            x_s, x_t = (f_s @ theta).sort(dim=0).values, (f_t @ theta).sort(dim=0).values
+            return (x_s - x_t).abs().pow(self.p).mean()
         a, b = marginals(f_s, f_t, w_s, w_t)
         _, log = ot.sliced_wasserstein_distance(
-            f_s, f_t, a, b, p=self.p, projections=self.projections(f_s.shape[1], f_s), log=True
+            f_s, f_t, a, b, p=self.p, projections=theta, log=True
         )
         return log["projected_emds"].mean()
 
@@ -258,7 +275,7 @@ class DeepJDOT(Discrepancy):
         y_s = self.require_labels(y_s, len(f_s), logits_t.shape[1])
         a, b = marginals(f_s, f_t, w_s, w_t)
         cross_entropy = -F.log_softmax(logits_t, dim=1)[:, y_s].T  # (n_s, n_t)
-        cost = self.alpha * ot.dist(f_s, f_t) + self.lambda_t * cross_entropy
+        cost = self.alpha * cross_sq_dists(f_s, f_t) + self.lambda_t * cross_entropy
         with warnings.catch_warnings():  # POT warns on failure; check_network_simplex raises
             warnings.simplefilter("ignore", UserWarning)
             plan, log = ot.emd(a, b, cost.detach(), numItermax=self.num_iter_max, log=True)

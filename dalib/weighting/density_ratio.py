@@ -139,17 +139,49 @@ class KMM(DensityRatioEstimator):
     Minimises ``½ βᵀKβ - κᵀβ`` over the source weights with ``0 ≤ β ≤ B`` and
     ``|Σβ - n_s| ≤ n_s·ε`` (``ε = (√n_s - 1)/√n_s`` by default). KMM is transductive: it
     weights the fitted source samples only, so ``predict_weights`` accepts those samples.
+
+    Cost: SLSQP works on a dense n_s × n_s problem, about O(n_s³) per iteration, with hundreds
+    of iterations (``benchmarks/results/density_ratio_cost.md``). Above ``max_samples`` source
+    samples the source is split at random (``seed``) into near-equal blocks of at most
+    ``max_samples``, and each block is matched to the whole target by its own QP, as in
+    ensemble KMM (Miao et al., 2015), with the bandwidth of the whole data: the cost then grows
+    linearly with n_s. ``None``: one QP.
     """
 
     min_target = 1
 
-    def __init__(self, sigma: float | None = None, B: float = 1000.0, eps=None, **options):
+    def __init__(
+        self,
+        sigma: float | None = None,
+        B: float = 1000.0,
+        eps=None,
+        max_samples: int | None = 200,
+        seed: int = 0,
+        **options,
+    ):
         super().__init__(**options)
         self.sigma = sigma
         self.B = B
         self.eps = eps
+        self.max_samples = max_samples
+        self.seed = seed
 
     def _fit(self, X_s, X_t):
+        n_s = len(X_s)
+        if self.max_samples is not None and self.max_samples < 2:
+            raise DalibError(f"KMM max_samples must be None or >= 2, got {self.max_samples}")
+        self.sigma_ = median_bandwidth(np.vstack([X_s, X_t])) if self.sigma is None else self.sigma
+        if not self.sigma_ > 0:
+            raise DalibError(f"KMM needs a kernel bandwidth sigma > 0, got {self.sigma_}")
+        blocks = 1 if self.max_samples is None else -(-n_s // self.max_samples)
+        order = np.random.default_rng(self.seed).permutation(n_s) if blocks > 1 else np.arange(n_s)
+        self.weights_ = np.empty(n_s)
+        for block in np.array_split(order, blocks):
+            self.weights_[block] = self._solve(X_s[block], X_t)
+        self._X_s = X_s
+
+    def _solve(self, X_s: np.ndarray, X_t: np.ndarray) -> np.ndarray:
+        """KMM's QP for one set of source samples against the target."""
         n_s, n_t = len(X_s), len(X_t)
         eps = (np.sqrt(n_s) - 1) / np.sqrt(n_s) if self.eps is None else float(self.eps)
         if self.B * n_s < n_s * (1 - eps):
@@ -157,9 +189,6 @@ class KMM(DensityRatioEstimator):
                 f"KMM constraints are infeasible: B={self.B} cannot reach sum(beta) >= "
                 f"{n_s * (1 - eps):.4g}; raise B or eps"
             )
-        self.sigma_ = median_bandwidth(np.vstack([X_s, X_t])) if self.sigma is None else self.sigma
-        if not self.sigma_ > 0:
-            raise DalibError(f"KMM needs a kernel bandwidth sigma > 0, got {self.sigma_}")
         K = gaussian_kernel(X_s, X_s, self.sigma_)
         kappa = n_s / n_t * gaussian_kernel(X_s, X_t, self.sigma_).sum(axis=1)
         result = minimize(
@@ -176,9 +205,8 @@ class KMM(DensityRatioEstimator):
                 f"KMM's quadratic program failed ({result.message}); "
                 "try another sigma, a larger B or eps"
             )
-        self.weights_ = np.clip(result.x, 0.0, self.B)
         self.eps_ = eps
-        self._X_s = X_s
+        return np.clip(result.x, 0.0, self.B)
 
     def _ratio(self, X):
         if X.shape != self._X_s.shape or not np.array_equal(X, self._X_s):

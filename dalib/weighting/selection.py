@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dalib.errors import DalibError
+from dalib.target_losses import check_confident_options, confident_mask
 
 
 def select_top(weights, *, k: int | None = None, fraction: float | None = None) -> np.ndarray:
@@ -51,16 +53,13 @@ def select_confident(
     """Target samples whose top probability is at least ``threshold``, with their pseudo-labels.
 
     ``per_class`` keeps at most that many of the most confident samples of each pseudo-class,
-    for class balance. Returns ``(indices, pseudo_labels)``.
+    for class balance. Returns ``(indices, pseudo_labels)``, indices in increasing order.
+    In training, the target loss ``pseudo_label`` applies the same selection to each batch.
     """
     probs_t = np.asarray(probs_t, dtype=float)
     if probs_t.ndim != 2:
         raise DalibError(f"probs_t must be an (n, classes) array, got {probs_t.shape}")
-    confidence, labels = probs_t.max(axis=1), probs_t.argmax(axis=1)
-    chosen = []
-    for c in np.unique(labels):
-        members = np.flatnonzero((labels == c) & (confidence >= threshold))
-        members = members[np.argsort(-confidence[members], kind="stable")]
-        chosen.append(members if per_class is None else members[:per_class])
-    indices = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)
-    return indices, labels[indices]
+    check_confident_options(threshold, per_class)
+    keep = confident_mask(torch.from_numpy(probs_t), threshold, per_class).numpy()
+    indices = np.flatnonzero(keep)
+    return indices, probs_t.argmax(axis=1)[indices]
