@@ -220,14 +220,15 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
         terms = self.compute_losses(batch, self.progress())
-        if not torch.isfinite(terms["loss"]):
+        if self.checks_loss_this_step() and not torch.isfinite(terms["loss"]):
             values = ", ".join(
                 f"{name}={float(value):.4g}"
                 for name, value in terms.items()
                 if name != "logits_s" and value.dim() == 0
             )
+            when = "at" if self.device.type == "cpu" else "by"
             raise NonFiniteLossError(
-                f"the training loss became non-finite at step {self.global_step} ({values}); "
+                f"the training loss became non-finite {when} step {self.global_step} ({values}); "
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
         self.train_source_acc.update(terms.pop("logits_s"), batch["source"][1])
@@ -241,6 +242,19 @@ class DomainAdaptationModule(pl.LightningModule):
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
         return terms["loss"]
+
+    def checks_loss_this_step(self) -> bool:
+        """Whether to stop on a non-finite loss at this step: at every step on a CPU, where the
+        check is free; on an accelerator, where it waits for the step's kernels, at the logging
+        steps, the epoch's last batch and before a mid-epoch checkpoint (a NaN loss makes the
+        weights NaN, so it is still caught, a few steps later, before any checkpoint)."""
+        if self.device.type == "cpu" or self.logs_this_step():
+            return True
+        step = self.global_step + 1
+        intervals = [
+            getattr(c, "_every_n_train_steps", 0) for c in self.trainer.checkpoint_callbacks
+        ]
+        return any(n and step % n == 0 for n in intervals)
 
     def logs_this_step(self) -> bool:
         """Whether the trainer writes logs at this step (its ``log_every_n_steps``)."""

@@ -1,0 +1,48 @@
+"""What keeps ``dalib fit`` at the pace of a hand-written loop, and what it measures."""
+
+import warnings
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+from dalib.cli import DalibCLI
+from dalib.data import DomainDataModule
+from dalib.module import DomainAdaptationModule
+from dalib.progress import ThrottledProgressBar
+from dalib.step_stats import peak_rss_mib, reset_peak_rss
+from tests.conftest import TOY
+
+
+def test_throttled_bar_redraws_by_the_clock_and_always_at_the_end(monkeypatch):
+    bar = ThrottledProgressBar(min_interval_s=1.0)
+    clock = iter([0.0, 0.1, 0.5, 1.2, 1.3, 1.4])
+    monkeypatch.setattr("dalib.progress.time.monotonic", lambda: next(clock))
+    drawn = [bar._should_update(n, 6) for n in range(1, 7)]
+    assert drawn == [True, False, False, True, False, True]
+
+
+def cli(*args: str) -> DalibCLI:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return DalibCLI(DomainAdaptationModule, DomainDataModule, run=False,
+                        args=["-c", str(TOY / "dann.yaml"), *args])  # fmt: skip
+
+
+def test_the_cli_uses_the_throttled_bar_unless_told_otherwise():
+    assert type(cli().trainer.progress_bar_callback) is ThrottledProgressBar
+    assert cli("--trainer.enable_progress_bar=false").trainer.progress_bar_callback is None
+    own = cli("--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=7")
+    assert type(own.trainer.progress_bar_callback) is TQDMProgressBar
+    assert own.trainer.progress_bar_callback.refresh_rate == 7
+
+
+def test_peak_memory_counts_from_the_reset_not_from_earlier_allocations():
+    before = np.ones(80 * 2**20 // 8)  # 80 MiB, touched and freed before the reset
+    del before
+    reset_peak_rss()
+    baseline = peak_rss_mib()
+    during = torch.ones(40 * 2**20 // 4)  # 40 MiB after it
+    grown = peak_rss_mib() - baseline
+    assert 30 < grown < 70, grown  # without the reset: the earlier 80 MiB
+    del during
