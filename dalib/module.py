@@ -76,6 +76,10 @@ class DomainAdaptationModule(pl.LightningModule):
     uses target labels and is reported as the upper bound it is). A score that cannot be
     computed (too few samples, say) stops the run with the reason, unless ``selection_fallback``
     names the choice to use instead, which the record then states.
+
+    ``checkpoint_every_n_steps``: also rewrite ``last.ckpt`` every that many training steps,
+    with the position in the epoch's data, so that a run killed inside a long epoch resumes from
+    there exactly (``dalib.resume``); by default only at every validation.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selection: str = "last",
         selection_fallback: str | None = None,
         gather_discrepancy: bool = True,
+        checkpoint_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +111,10 @@ class DomainAdaptationModule(pl.LightningModule):
                 raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
         if num_classes < 2:
             raise DalibError(f"num_classes must be >= 2, got {num_classes}")
+        if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
+            raise DalibError(
+                f"checkpoint_every_n_steps must be >= 1 (or null), got {checkpoint_every_n_steps}"
+            )
         for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:
             if not (math.isfinite(value) and value > 0):
                 raise DalibError(f"{name} must be a finite number > 0, got {value}")
@@ -250,11 +259,8 @@ class DomainAdaptationModule(pl.LightningModule):
         weights NaN, so it is still caught, a few steps later, before any checkpoint)."""
         if self.device.type == "cpu" or self.logs_this_step():
             return True
-        step = self.global_step + 1
-        intervals = [
-            getattr(c, "_every_n_train_steps", 0) for c in self.trainer.checkpoint_callbacks
-        ]
-        return any(n and step % n == 0 for n in intervals)
+        every = self.hparams.checkpoint_every_n_steps
+        return every is not None and (self.global_step + 1) % every == 0
 
     def logs_this_step(self) -> bool:
         """Whether the trainer writes logs at this step (its ``log_every_n_steps``)."""
@@ -303,10 +309,18 @@ class DomainAdaptationModule(pl.LightningModule):
         """
         if self._trainer is not None and self.trainer.checkpoint_callback is None:
             return [SelectionTracker(), RandomStates(), StepStats()]  # enable_checkpointing=False
-        latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        latest = [ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)]
+        if self.hparams.checkpoint_every_n_steps is not None:
+            latest.append(
+                ModelCheckpoint(
+                    filename="last",
+                    every_n_train_steps=self.hparams.checkpoint_every_n_steps,
+                    enable_version_counter=False,
+                )
+            )
         selection = self.hparams.selection
         if selection == "last":
-            return [SelectionTracker(), RandomStates(), StepStats(), latest]
+            return [SelectionTracker(), RandomStates(), StepStats(), *latest]
         if selection == "oracle":
             monitor, mode = "val/target_acc", "max"
         else:
@@ -314,7 +328,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selected = ModelCheckpoint(
             monitor=monitor, mode=mode, filename=f"best-{selection}-{{epoch}}", save_top_k=1
         )
-        return [SelectionTracker(), RandomStates(), StepStats(), selected, latest]
+        return [SelectionTracker(), RandomStates(), StepStats(), selected, *latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""
