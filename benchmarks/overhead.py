@@ -44,12 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 WARMUP = 5  # dalib's StepStats default
 
 
-def dalib_fit(method: str, steps: int, save_dir: Path) -> dict:
-    """Train with ``dalib fit`` in this process; its ``result.json``."""
+def dalib_fit(method: str, steps: int, save_dir: Path, *extra: str) -> dict:
+    """Train with ``dalib fit`` (and ``extra`` arguments) in this process; its ``result.json``."""
     arguments = [
         "fit", "-c", str(REPO / "experiments" / "digits" / f"{method}.yaml"),
         "--trainer.max_epochs=1", f"--data.iterations_per_epoch={steps}",
-        f"--trainer.logger.init_args.save_dir={save_dir}",
+        f"--trainer.logger.init_args.save_dir={save_dir}", *extra,
     ]  # fmt: skip
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

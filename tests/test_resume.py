@@ -1,8 +1,8 @@
 """A real ``dalib fit`` killed with SIGKILL mid-training resumes to the uninterrupted result."""
 
 import json
-import pickle
 import os
+import pickle
 import signal
 import subprocess
 import sys
