@@ -9,7 +9,9 @@ import sys
 import time
 
 import torch
+from torch.utils.data import RandomSampler, WeightedRandomSampler
 
+from dalib.resume import ResumableSampler
 from tests.conftest import REPO, TOY
 
 ARGS = ["--trainer.max_epochs=8", "--trainer.deterministic=true", "--model.selection=dev",
@@ -26,6 +28,22 @@ def fit(cwd, *extra: str) -> subprocess.Popen:
 def record(cwd) -> dict:
     data = json.loads((cwd / "runs" / "toy" / "dann" / "version_0" / "result.json").read_text())
     return {k: data[k] for k in ("target_acc", "selections", "metrics", "a_distance", "steps")}
+
+
+def test_resumable_sampler_replays_its_epoch_after_the_used_samples():
+    for plain in (
+        lambda: RandomSampler(range(10), num_samples=25),
+        lambda: WeightedRandomSampler(torch.arange(1.0, 11.0), 25),
+    ):
+        torch.manual_seed(0)
+        expected = list(plain())
+        torch.manual_seed(0)
+        sampler = ResumableSampler(plain())
+        assert list(sampler) == expected  # wrapping changes neither the order nor the draws
+        after = torch.get_rng_state()
+        sampler.resume(sampler.rng_state, skip=7)
+        assert list(sampler) == expected[7:]
+        assert torch.equal(torch.get_rng_state(), after)  # the replay leaves the generator be
 
 
 def kill_when(process: subprocess.Popen, last, ready) -> dict:

@@ -10,6 +10,7 @@ from dalib.cli import DalibCLI
 from dalib.data import DomainDataModule
 from dalib.module import DomainAdaptationModule
 from dalib.progress import ThrottledProgressBar
+from dalib.speed import SpeedOptions
 from dalib.step_stats import peak_rss_mib, reset_peak_rss
 from tests.conftest import TOY
 
@@ -46,3 +47,25 @@ def test_peak_memory_counts_from_the_reset_not_from_earlier_allocations():
     grown = peak_rss_mib() - baseline
     assert 30 < grown < 70, grown  # without the reset: the earlier 80 MiB
     del during
+
+
+def test_channels_last_changes_the_layout_not_the_outputs():
+    torch.manual_seed(0)
+    plain = DomainAdaptationModule(num_classes=10, input_shape=(1, 28, 28), backbone="lenet",
+                                   bottleneck_dim=500).eval()  # fmt: skip
+    fast = DomainAdaptationModule(num_classes=10, input_shape=(1, 28, 28), backbone="lenet",
+                                  bottleneck_dim=500).eval()  # fmt: skip
+    fast.load_state_dict(plain.state_dict())
+    SpeedOptions(channels_last=True).setup(None, fast, "fit")
+    conv = fast.backbone[3].weight  # 20 input channels: the two layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_bf16_mixed_precision_trains_through_dalib(fit_toy):
+    record = fit_toy("dann", "--trainer.max_epochs=3", "--trainer.precision=bf16-mixed")
+    assert record["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert np.isfinite(record["metrics"]["train/source_ce"])
+    assert record["source_val_acc"] >= 0.8
