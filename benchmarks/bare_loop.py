@@ -4,7 +4,8 @@ The same network as dalib's ``backbone: lenet, bottleneck_dim: 500`` (LeNet → 
 Linear) and, for DANN, the same discriminator (two hidden layers of 1024 with BN and ReLU)
 behind a gradient-reversal layer; SGD with Nesterov momentum 0.9, weight decay 1e-3 and the
 inverse decay ``lr·(1+10p)^-0.75``; one source and one target batch per step, each drawn by a
-``RandomSampler``. Only the datasets come from dalib (the same tensors for both contenders).
+``RandomSampler``. Only the datasets (the same tensors for both contenders) and the memory
+probe come from dalib.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from dalib.step_stats import peak_rss_mib, reset_peak_rss
 
 
 class ReverseGradient(torch.autograd.Function):
@@ -55,9 +58,11 @@ def endless(dataset: Dataset, batch_size: int, steps: int) -> Iterator:
 def train(
     source: Dataset, target: Dataset, steps: int, dann: bool, batch_size: int = 32,
     lr: float = 0.01,
-) -> list[float]:  # fmt: skip
-    """Train ``steps`` steps; return each step's seconds, from the start of one step to the
-    start of the next (fetch both batches, forward, backward, optimiser and scheduler step)."""
+) -> dict[str, list[float] | float]:  # fmt: skip
+    """Train ``steps`` steps; return each step's seconds (``wall``, and the process's ``cpu``
+    time), from the start of one step to the start of the next (fetch both batches, forward,
+    backward, optimiser and scheduler step), and the process's peak resident set during
+    training (``peak_mib``, as dalib's ``StepStats`` measures it on a CPU)."""
     features, head = lenet_classifier()
     modules = nn.ModuleList([features, head] + ([discriminator()] if dann else []))
     optimizer = torch.optim.SGD(modules.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3,
@@ -69,8 +74,9 @@ def train(
     source_batches = endless(source, batch_size, steps)
     target_batches = endless(target, batch_size, steps)
     starts = []
+    reset_peak_rss()
     for step in range(steps):
-        starts.append(time.perf_counter())
+        starts.append((time.perf_counter(), time.process_time()))
         x_s, y_s = next(source_batches)
         x_t, _ = next(target_batches)
         if dann:
@@ -90,5 +96,10 @@ def train(
         loss.backward()
         optimizer.step()
         scheduler.step()
-    starts.append(time.perf_counter())
-    return [b - a for a, b in itertools.pairwise(starts)]
+    starts.append((time.perf_counter(), time.process_time()))
+    pairs = list(itertools.pairwise(starts))
+    return {
+        "wall": [b[0] - a[0] for a, b in pairs],
+        "cpu": [b[1] - a[1] for a, b in pairs],
+        "peak_mib": peak_rss_mib(),
+    }

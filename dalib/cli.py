@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import Callback, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from dalib import report, sweep
 from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
+from dalib.progress import ThrottledProgressBar
 from dalib.results import library_versions, write_json_atomic
 from dalib.resume import find_last_checkpoint
 from dalib.selection import SelectionTracker
@@ -68,6 +71,15 @@ class DalibCLI(LightningCLI):
             help="the published number this config reproduces: {source: 'paper, table', "
             "target_acc: {'A->B': 91.7, ...}} (percent); `dalib report` shows it beside ours",
         )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Lightning's trainer; a ``ThrottledProgressBar`` unless the config has a bar or none."""
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        has_bar = any(isinstance(c, ProgressBar) for c in [*configured, *callbacks])
+        if config.get("enable_progress_bar") is not False and not has_bar:
+            callbacks = [*callbacks, ThrottledProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""

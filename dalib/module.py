@@ -77,6 +77,10 @@ class DomainAdaptationModule(pl.LightningModule):
     uses target labels and is reported as the upper bound it is). A score that cannot be
     computed (too few samples, say) stops the run with the reason, unless ``selection_fallback``
     names the choice to use instead, which the record then states.
+
+    ``checkpoint_every_n_steps``: also rewrite ``last.ckpt`` every that many training steps,
+    with the position in the epoch's data, so that a run killed inside a long epoch resumes from
+    there exactly (``dalib.resume``); by default only at every validation.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selection: str = "last",
         selection_fallback: str | None = None,
         gather_discrepancy: bool = True,
+        checkpoint_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -107,6 +112,10 @@ class DomainAdaptationModule(pl.LightningModule):
                 raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
         if num_classes < 2:
             raise DalibError(f"num_classes must be >= 2, got {num_classes}")
+        if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
+            raise DalibError(
+                f"checkpoint_every_n_steps must be >= 1 (or null), got {checkpoint_every_n_steps}"
+            )
         for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:
             if not (math.isfinite(value) and value > 0):
                 raise DalibError(f"{name} must be a finite number > 0, got {value}")
@@ -221,14 +230,15 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
         terms = self.compute_losses(batch, self.progress())
-        if not torch.isfinite(terms["loss"]):
+        if self.checks_loss_this_step() and not torch.isfinite(terms["loss"]):
             values = ", ".join(
                 f"{name}={float(value):.4g}"
                 for name, value in terms.items()
                 if name != "logits_s" and value.dim() == 0
             )
+            when = "at" if self.device.type == "cpu" else "by"
             raise NonFiniteLossError(
-                f"the training loss became non-finite at step {self.global_step} ({values}); "
+                f"the training loss became non-finite {when} step {self.global_step} ({values}); "
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
         self.train_source_acc.update(terms.pop("logits_s"), batch["source"][1])
@@ -242,6 +252,16 @@ class DomainAdaptationModule(pl.LightningModule):
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
         return terms["loss"]
+
+    def checks_loss_this_step(self) -> bool:
+        """Whether to stop on a non-finite loss at this step: at every step on a CPU, where the
+        check is free; on an accelerator, where it waits for the step's kernels, at the logging
+        steps, the epoch's last batch and before a mid-epoch checkpoint (a NaN loss makes the
+        weights NaN, so it is still caught, a few steps later, before any checkpoint)."""
+        if self.device.type == "cpu" or self.logs_this_step():
+            return True
+        every = self.hparams.checkpoint_every_n_steps
+        return every is not None and (self.global_step + 1) % every == 0
 
     def logs_this_step(self) -> bool:
         """Whether the trainer writes logs at this step (its ``log_every_n_steps``)."""
@@ -290,10 +310,18 @@ class DomainAdaptationModule(pl.LightningModule):
         """
         if self._trainer is not None and self.trainer.checkpoint_callback is None:
             return [SelectionTracker(), RandomStates(), StepStats()]  # enable_checkpointing=False
-        latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        latest = [ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)]
+        if self.hparams.checkpoint_every_n_steps is not None:
+            latest.append(
+                ModelCheckpoint(
+                    filename="last",
+                    every_n_train_steps=self.hparams.checkpoint_every_n_steps,
+                    enable_version_counter=False,
+                )
+            )
         selection = self.hparams.selection
         if selection == "last":
-            return [SelectionTracker(), RandomStates(), StepStats(), latest]
+            return [SelectionTracker(), RandomStates(), StepStats(), *latest]
         if selection == "oracle":
             monitor, mode = "val/target_acc", "max"
         else:
@@ -301,7 +329,7 @@ class DomainAdaptationModule(pl.LightningModule):
         selected = ModelCheckpoint(
             monitor=monitor, mode=mode, filename=f"best-{selection}-{{epoch}}", save_top_k=1
         )
-        return [SelectionTracker(), RandomStates(), StepStats(), selected, latest]
+        return [SelectionTracker(), RandomStates(), StepStats(), selected, *latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""

@@ -2,13 +2,16 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 
 import torch
+from torch.utils.data import RandomSampler, WeightedRandomSampler
 
+from dalib.resume import ResumableSampler
 from tests.conftest import REPO, TOY
 
 ARGS = ["--trainer.max_epochs=8", "--trainer.deterministic=true", "--model.selection=dev",
@@ -27,24 +30,44 @@ def record(cwd) -> dict:
     return {k: data[k] for k in ("target_acc", "selections", "metrics", "a_distance", "steps")}
 
 
+def test_resumable_sampler_replays_its_epoch_after_the_used_samples():
+    for plain in (
+        lambda: RandomSampler(range(10), num_samples=25),
+        lambda: WeightedRandomSampler(torch.arange(1.0, 11.0), 25),
+    ):
+        torch.manual_seed(0)
+        expected = list(plain())
+        torch.manual_seed(0)
+        sampler = ResumableSampler(plain())
+        assert list(sampler) == expected  # wrapping changes neither the order nor the draws
+        after = torch.get_rng_state()
+        sampler.resume(sampler.rng_state, skip=7)
+        assert list(sampler) == expected[7:]
+        assert torch.equal(torch.get_rng_state(), after)  # the replay leaves the generator be
+
+
+def kill_when(process: subprocess.Popen, last, ready) -> dict:
+    """SIGKILL ``process`` once its ``last`` checkpoint satisfies ``ready``; that checkpoint."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if ready(torch.load(last, weights_only=True)):
+                break
+        except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError):
+            pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return torch.load(last, weights_only=True)
+
+
 def test_sigkill_then_ckpt_path_last_ends_as_an_uninterrupted_run(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir(), cut.mkdir()
     assert fit(whole).wait(timeout=300) == 0
 
-    process = fit(cut)
     last = cut / "runs" / "toy" / "dann" / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill once a checkpoint of epoch >= 2 exists
-        try:
-            if torch.load(last, weights_only=True)["epoch"] >= 2:
-                break
-        except (FileNotFoundError, RuntimeError, EOFError):
-            pass
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_epoch = torch.load(last, weights_only=True)["epoch"]
+    killed_epoch = kill_when(fit(cut), last, lambda ckpt: ckpt["epoch"] >= 2)["epoch"]
     assert 2 <= killed_epoch < 7, "the kill must land mid-training"
     assert not (last.parent.parent / "result.json").exists()
 
@@ -54,3 +77,28 @@ def test_sigkill_then_ckpt_path_last_ends_as_an_uninterrupted_run(tmp_path):
     assert "Restored all states from the checkpoint" in out
     assert record(cut) == record(whole)
     assert [p.name for p in (cut / "runs" / "toy" / "dann").iterdir()] == ["version_0"]
+
+
+def test_sigkill_inside_an_epoch_resumes_at_the_same_batch(tmp_path):
+    """``checkpoint_every_n_steps`` writes ``last.ckpt`` inside epochs, with the data position:
+    the resumed run trains on the rest of that epoch's batches, in order, with the same dropout
+    and schedules, and ends with the uninterrupted run's numbers."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    every = "--model.checkpoint_every_n_steps=7"  # 30 steps an epoch: never at an epoch's end
+    assert fit(whole, every).wait(timeout=300) == 0
+
+    last = cut / "runs" / "toy" / "dann" / "version_0" / "checkpoints" / "last.ckpt"
+    killed = kill_when(fit(cut, every), last, lambda ckpt: ckpt["global_step"] >= 70)
+    assert killed["global_step"] % 30 != 0, "the checkpoint must lie inside an epoch"
+    assert killed["global_step"] < 8 * 30, "the kill must land mid-training"
+    assert (
+        killed["callbacks"]["RandomStates"]["data"]["skips"]
+        == [32 * (killed["global_step"] % 30)] * 2
+    )
+    assert not (last.parent.parent / "result.json").exists()
+
+    resumed = fit(cut, every, "--ckpt_path=last")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert record(cut) == record(whole)

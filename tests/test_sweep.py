@@ -19,6 +19,7 @@ from tests.conftest import REPO, TOY
 TIMING = {
     "wall_time_s",
     "train_step_ms",
+    "train_step_cpu_ms",
     "peak_memory_mib",
     "config",
     "versions",

@@ -23,6 +23,7 @@ from dalib.data.domains import DATASETS, DomainPair
 from dalib.distributed import ShardedRandomSampler, evaluation_sampler, global_seed
 from dalib.errors import DalibError
 from dalib.registry import split_spec
+from dalib.resume import ResumableSampler
 from dalib.target_losses import UNLABELLED
 
 
@@ -272,6 +273,8 @@ class DomainDataModule(pl.LightningDataModule):
             sampler = WeightedRandomSampler(weights, steps * self.batch_size, replacement=True)
         else:
             sampler = RandomSampler(dataset, num_samples=steps * self.batch_size)
+        if replicas == 1:  # the sharded sampler's order is a function of (seed, epoch) already
+            sampler = ResumableSampler(sampler)
         if index:
             dataset = WithIndex(dataset)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)

@@ -1,0 +1,71 @@
+"""What keeps ``dalib fit`` at the pace of a hand-written loop, and what it measures."""
+
+import warnings
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+from dalib.cli import DalibCLI
+from dalib.data import DomainDataModule
+from dalib.module import DomainAdaptationModule
+from dalib.progress import ThrottledProgressBar
+from dalib.speed import SpeedOptions
+from dalib.step_stats import peak_rss_mib, reset_peak_rss
+from tests.conftest import TOY
+
+
+def test_throttled_bar_redraws_by_the_clock_and_always_at_the_end(monkeypatch):
+    bar = ThrottledProgressBar(min_interval_s=1.0)
+    clock = iter([0.0, 0.1, 0.5, 1.2, 1.3, 1.4])
+    monkeypatch.setattr("dalib.progress.time.monotonic", lambda: next(clock))
+    drawn = [bar._should_update(n, 6) for n in range(1, 7)]
+    assert drawn == [True, False, False, True, False, True]
+
+
+def cli(*args: str) -> DalibCLI:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return DalibCLI(DomainAdaptationModule, DomainDataModule, run=False,
+                        args=["-c", str(TOY / "dann.yaml"), *args])  # fmt: skip
+
+
+def test_the_cli_uses_the_throttled_bar_unless_told_otherwise():
+    assert type(cli().trainer.progress_bar_callback) is ThrottledProgressBar
+    assert cli("--trainer.enable_progress_bar=false").trainer.progress_bar_callback is None
+    own = cli("--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=7")
+    assert type(own.trainer.progress_bar_callback) is TQDMProgressBar
+    assert own.trainer.progress_bar_callback.refresh_rate == 7
+
+
+def test_peak_memory_counts_from_the_reset_not_from_earlier_allocations():
+    before = np.ones(80 * 2**20 // 8)  # 80 MiB, touched and freed before the reset
+    del before
+    reset_peak_rss()
+    baseline = peak_rss_mib()
+    during = torch.ones(40 * 2**20 // 4)  # 40 MiB after it
+    grown = peak_rss_mib() - baseline
+    assert 30 < grown < 70, grown  # without the reset: the earlier 80 MiB
+    del during
+
+
+def test_channels_last_changes_the_layout_not_the_outputs():
+    torch.manual_seed(0)
+    plain = DomainAdaptationModule(num_classes=10, input_shape=(1, 28, 28), backbone="lenet",
+                                   bottleneck_dim=500).eval()  # fmt: skip
+    fast = DomainAdaptationModule(num_classes=10, input_shape=(1, 28, 28), backbone="lenet",
+                                  bottleneck_dim=500).eval()  # fmt: skip
+    fast.load_state_dict(plain.state_dict())
+    SpeedOptions(channels_last=True).setup(None, fast, "fit")
+    conv = fast.backbone[3].weight  # 20 input channels: the two layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_bf16_mixed_precision_trains_through_dalib(fit_toy):
+    record = fit_toy("dann", "--trainer.max_epochs=3", "--trainer.precision=bf16-mixed")
+    assert record["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert np.isfinite(record["metrics"]["train/source_ce"])
+    assert record["source_val_acc"] >= 0.8
