@@ -1,6 +1,7 @@
 """Fine-tuning: frozen parts stay put, unfreezing follows its schedule, per-layer learning rates."""
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -174,3 +175,38 @@ def test_fine_tuning_config_runs_from_the_command_line(tmp_path):
         tmp_path,
     )
     assert 0.0 <= only_result(tmp_path)["target_acc"] <= 1.0
+
+
+def test_backbone_layers_of_torchvision_networks():
+    mobilenet = DomainAdaptationModule(
+        num_classes=3, input_shape=(3, 32, 32), backbone="mobilenet_v2"
+    ).backbone
+    names = [name for name, _ in backbone_layers(mobilenet)]
+    assert names == [f"body.features.{i}" for i in range(19)]
+    resnet = DomainAdaptationModule(num_classes=3, input_shape=(3, 32, 32), backbone="resnet18")
+    names = [name for name, _ in backbone_layers(resnet.backbone)]
+    assert names == ["body.conv1", "body.bn1"] + [f"body.layer{i}" for i in range(1, 5)]
+
+
+WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_torchvision.pt"
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="../shared/weights is not beside this checkout")
+def test_frozen_pretrained_mobilenet_gives_its_eval_features_in_train_mode():
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(
+        num_classes=3,
+        input_shape=(3, 64, 64),
+        backbone={"name": "mobilenet_v2", "checkpoint": str(WEIGHTS)},
+    )
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        reference = module.eval().backbone(x)
+        module.train()
+        batch_statistics = module.backbone(x)  # BatchNorm normalising with the batch's statistics
+        Finetuning(freeze_depth=17).setup(SimpleNamespace(world_size=1), module, "fit")
+        assert module.training
+        frozen_part = module.backbone.body.features[:17](x)  # train mode, BN frozen in eval
+        eval_part = module.eval().backbone.body.features[:17](x)
+    assert not torch.allclose(batch_statistics, reference, atol=1e-3)
+    torch.testing.assert_close(frozen_part, eval_part)
