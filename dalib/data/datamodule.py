@@ -67,10 +67,13 @@ class WithIndex(Dataset):
         return x, y, index
 
 
-def labelled_subset(
-    labels: torch.Tensor, per_class: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Indices of ``per_class`` random samples of every class (all of a smaller class)."""
+def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` random samples of every class (all of a smaller class).
+
+    Drawn from ``seed`` alone, so the semi-supervised split (``target_labels_per_class``) and
+    the ``few_shot`` dataset with the same seed label exactly the same target samples.
+    """
+    generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in labels.unique():
         members = (labels == c).nonzero().squeeze(1)
@@ -211,7 +214,7 @@ class DomainDataModule(pl.LightningDataModule):
         keep = torch.empty(0, dtype=torch.long)
         if self.target_labels_per_class > 0:
             keep = labelled_subset(
-                dataset_labels(pair.target_train), self.target_labels_per_class, generator
+                dataset_labels(pair.target_train), self.target_labels_per_class, self.split_seed
             )
         target_eval = pair.target_eval if pair.target_eval is not None else pair.target_train
         n_select = min(self.selection_samples, len(target_eval))

@@ -1,0 +1,29 @@
+"""The few_shot dataset: the target's few labelled samples as the labelled domain."""
+
+import pytest
+import torch
+
+from dalib import DATASETS, DomainDataModule
+from dalib.errors import DalibError
+from dalib.target_losses import UNLABELLED
+
+MOONS = {"name": "moons", "angle": 35}
+
+
+def test_few_shot_source_is_the_semi_supervised_split_of_the_same_seed():
+    few = DATASETS.build({"name": "few_shot", "dataset": MOONS, "per_class": 4, "seed": 3})
+    semi = DomainDataModule(dataset=MOONS, target_labels_per_class=4, split_seed=3)
+    target = semi.splits["target_train"]
+    labelled = {i for i in range(len(target)) if target[i][1] != UNLABELLED}
+    assert set(few.source.indices) == labelled
+    for k, index in enumerate(few.source.indices):
+        x, y = few.source[k]
+        assert torch.equal(x, semi.pair.target_train[index][0])
+        assert y == semi.pair.target_train[index][1]
+    assert sorted(int(y) for _, y in few.source) == [0] * 4 + [1] * 4
+    assert len(few.target_train) == len(semi.pair.target_train)
+
+
+def test_few_shot_needs_at_least_one_sample_per_class():
+    with pytest.raises(DalibError, match="per_class must be >= 1"):
+        DATASETS.build({"name": "few_shot", "dataset": MOONS, "per_class": 0})
