@@ -27,3 +27,16 @@ def test_few_shot_source_is_the_semi_supervised_split_of_the_same_seed():
 def test_few_shot_needs_at_least_one_sample_per_class():
     with pytest.raises(DalibError, match="per_class must be >= 1"):
         DATASETS.build({"name": "few_shot", "dataset": MOONS, "per_class": 0})
+
+
+def test_labelled_target_fraction_fills_target_batches_with_the_few_labels():
+    dm = DomainDataModule(
+        dataset=MOONS, target_labels_per_class=5, labelled_target_fraction=0.5,
+        batch_size=64, iterations_per_epoch=50,
+    )  # fmt: skip
+    labelled = torch.cat(
+        [batch["target"][1] != UNLABELLED for batch, _, _ in dm.train_dataloader()]
+    )
+    assert abs(float(labelled.float().mean()) - 0.5) < 0.05  # uniform draws: 10 labelled in the whole set
+    with pytest.raises(DalibError, match="needs target_labels_per_class > 0"):
+        DomainDataModule(dataset=MOONS, labelled_target_fraction=0.5)
