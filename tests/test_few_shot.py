@@ -37,6 +37,8 @@ def test_labelled_target_fraction_fills_target_batches_with_the_few_labels():
     labelled = torch.cat(
         [batch["target"][1] != UNLABELLED for batch, _, _ in dm.train_dataloader()]
     )
-    assert abs(float(labelled.float().mean()) - 0.5) < 0.05  # uniform draws: 10 labelled in the whole set
+    assert (
+        abs(float(labelled.float().mean()) - 0.5) < 0.05
+    )  # uniform draws: 10 labelled in the whole set
     with pytest.raises(DalibError, match="needs target_labels_per_class > 0"):
         DomainDataModule(dataset=MOONS, labelled_target_fraction=0.5)

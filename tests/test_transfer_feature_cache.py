@@ -77,3 +77,13 @@ def test_dann_head_trains_on_cached_features_from_the_command_line(tmp_path):
     assert len(list(cache.glob("*.pt"))) == 1
     module_input = DomainDataModule(dataset=result["config"]["data"]["dataset"]).input_shape
     assert tuple(module_input) == (32,)
+
+
+def test_cache_key_covers_batchnorm_counters_and_changes_with_them():
+    from dalib.transfer.feature_cache import cache_key
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    parts = {"source": torch.utils.data.TensorDataset(torch.zeros(4, 2), torch.zeros(4))}
+    before = cache_key("moons", "mlp", net, parts)
+    net[1].num_batches_tracked += 1  # a 0-d buffer
+    assert cache_key("moons", "mlp", net, parts) != before

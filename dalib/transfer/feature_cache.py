@@ -31,9 +31,10 @@ from dalib.transfer.parameters import load_submodules
 def tensor_digest(h: hashlib._Hash, tensors) -> None:
     """Feed tensors' dtypes, shapes and bytes to a hash."""
     for t in tensors:
-        t = torch.as_tensor(t).detach().cpu().contiguous()
+        t = torch.as_tensor(t).detach().cpu()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        flat = t.reshape(-1)  # 1-d: a 0-d tensor (BatchNorm's counter) cannot be viewed as bytes
+        h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def cache_key(dataset: Spec, backbone: Spec, extractor: nn.Module, parts: dict[str, Dataset]):

@@ -1,12 +1,13 @@
 """Freezing and scheduled unfreezing of a module's parts during training (a Lightning callback).
 
 Why not Lightning's ``BaseFinetuning``/``BackboneFinetuning``: they (1) freeze BatchNorm by
-``track_running_stats = False``, which in train mode normalises with the batch statistics (what
-a frozen pretrained BN must not do), (2) add a new optimiser group when they unfreeze, which the
-module's LambdaLR decay cannot follow (torch 2.14's scheduler stops at its next step with a
-length mismatch between its rates and the groups) and (3) act at epoch starts only. Here every parameter stays in its optimiser group from the start: a frozen one has
-``requires_grad = False``, so it gets no gradient and SGD (momentum, weight decay included)
-skips it; unfreezing only turns the gradient on, so the LR schedule and exact resume hold.
+``track_running_stats = False``, which in train mode normalises with the batch statistics (what a
+frozen pretrained BN must not do), (2) add a new optimiser group when they unfreeze, which the
+module's LambdaLR decay cannot follow (torch 2.14's scheduler stops at its next step with a length
+mismatch between its rates and the groups) and (3) act at epoch starts only. Here every parameter
+stays in its optimiser group from the start: a frozen one has ``requires_grad = False``, so it gets
+no gradient and SGD (momentum, weight decay included) skips it; unfreezing only turns the gradient
+on, so the LR schedule and exact resume hold.
 """
 
 from __future__ import annotations
