@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -24,6 +25,9 @@ from dalib.schedules import inverse_decay, make_schedule
 from dalib.selection import SCORES, SELECTIONS, SelectionTracker
 from dalib.step_stats import StepStats
 from dalib.target_losses import TARGET_LOSSES
+from dalib.transfer.distillation import Distillation
+from dalib.transfer.layers import backbone_layers, name_matches
+from dalib.transfer.parameters import Snapshot, half_squared_distance, load_submodules
 
 ScheduleSpec = float | str | Mapping[str, Any]
 # Validation/test loaders 0 and 1 of DomainDataModule; validation also has loader 2, unlabelled
@@ -71,6 +75,16 @@ class DomainAdaptationModule(pl.LightningModule):
     DDP's gradient averaging already makes exact; they are never gathered. ``False`` computes
     ``D`` on each process's own batch.
 
+    Transfer (``dalib.transfer``): ``init_from`` copies ``init_modules`` from a dalib checkpoint
+    (a network pretrained by ``dalib fit``); ``lr_mults`` (``{name pattern: multiplier}``) and
+    ``layer_lr_decay`` (backbone layer ``i`` of ``L`` at ``decay^(L-1-i)``, discriminative
+    learning rates) scale learning rates per part; ``l2_sp`` adds ``α·½‖θ − θ₀‖²`` between the
+    backbone and its starting weights (L2-SP, Li et al., ICML 2018; weight decay then applies
+    to the other parts only); ``unshared`` gives the target its own copy of the backbone
+    (θ_t ≠ θ_s), tied by ``unshared·½‖θ_s − θ_t‖²`` (bottleneck and head stay shared);
+    ``distillation`` adds a teacher's softened predictions as a term. Freezing and unfreezing
+    are the ``dalib.transfer.Finetuning`` callback.
+
     Model selection: every validation computes the label-free scores of ``dalib.selection``
     (logged as ``select/<name>``); the checkpoint kept as ``best`` is the one ``selection``
     prefers: a score name, ``last`` (the final model) or ``oracle`` (best target accuracy, which
@@ -104,6 +118,13 @@ class DomainAdaptationModule(pl.LightningModule):
         selection_fallback: str | None = None,
         gather_discrepancy: bool = True,
         checkpoint_every_n_steps: int | None = None,
+        lr_mults: Mapping[str, float] | None = None,
+        layer_lr_decay: float = 1.0,
+        init_from: str | None = None,
+        init_modules: Sequence[str] = ("backbone",),
+        l2_sp: float = 0.0,
+        unshared: float | None = None,
+        distillation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,9 +137,17 @@ class DomainAdaptationModule(pl.LightningModule):
             raise DalibError(
                 f"checkpoint_every_n_steps must be >= 1 (or null), got {checkpoint_every_n_steps}"
             )
-        for name, value in [("lr", lr), ("backbone_lr_mult", backbone_lr_mult)]:
+        for name, value in [
+            ("lr", lr),
+            ("backbone_lr_mult", backbone_lr_mult),
+            ("layer_lr_decay", layer_lr_decay),
+            *(lr_mults or {}).items(),
+        ]:
             if not (math.isfinite(value) and value > 0):
                 raise DalibError(f"{name} must be a finite number > 0, got {value}")
+        for name, value in [("l2_sp", l2_sp), ("unshared", 0.0 if unshared is None else unshared)]:
+            if not (math.isfinite(value) and value >= 0):
+                raise DalibError(f"{name} must be a finite number >= 0, got {value}")
         self.backbone = BACKBONES.build(backbone, input_shape=tuple(input_shape))
         width = self.backbone.out_features
         self.bottleneck = (
@@ -126,6 +155,16 @@ class DomainAdaptationModule(pl.LightningModule):
         )
         width = bottleneck_dim or width
         self.head = nn.Linear(width, num_classes)
+        if init_from is not None:
+            load_submodules(self, init_from, init_modules)
+        # L2-SP's θ₀: the backbone as it starts (pretrained), rebuilt from the config on resume
+        self.start_weights = Snapshot(self.backbone) if l2_sp > 0 else None
+        self.target_backbone = None if unshared is None else copy.deepcopy(self.backbone)
+        self.distillation = (
+            None
+            if distillation is None
+            else Distillation.from_spec(dict(distillation), num_classes)
+        )
         self.discrepancy = (
             None
             if discrepancy is None
@@ -154,6 +193,7 @@ class DomainAdaptationModule(pl.LightningModule):
         self.eval_ce = nn.ModuleDict(
             {stage: nn.ModuleList(MeanMetric() for _ in EVAL_DOMAINS) for stage in ("val", "test")}
         )
+        self.check_lr_patterns()
 
     def _default_method_name(self) -> str:
         parts = []
@@ -164,12 +204,38 @@ class DomainAdaptationModule(pl.LightningModule):
         return "+".join(parts) or "source_only"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits."""
+        """Class logits (of the target network when source and target are ``unshared``)."""
         return self.head(self.features(x))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The features the discrepancy aligns: backbone, then bottleneck."""
-        return self.bottleneck(self.backbone(x))
+    def features(self, x: torch.Tensor, domain: str = "target") -> torch.Tensor:
+        """The features the discrepancy aligns: backbone (``domain``'s), then bottleneck."""
+        return self.bottleneck(self.extractor(domain)(x))
+
+    def extractor(self, domain: str) -> nn.Module:
+        """The backbone of ``domain``: the shared one, or the target's own when ``unshared``."""
+        if domain == "target" and self.target_backbone is not None:
+            return self.target_backbone
+        return self.backbone
+
+    def paired_features(
+        self, x_s: torch.Tensor, x_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source and target features, through one bottleneck batch (BatchNorm sees both)."""
+        if self.target_backbone is None:
+            h = self.backbone(torch.cat([x_s, x_t]))
+        else:
+            h = torch.cat([self.backbone(x_s), self.target_backbone(x_t)])
+        f = self.bottleneck(h)
+        return f[: len(x_s)], f[len(x_s) :]
+
+    def uses_target_batch(self) -> bool:
+        """Whether the objective needs the target batch (else: source-only, target skipped)."""
+        return (
+            self.discrepancy is not None
+            or self.target_loss is not None
+            or self.target_backbone is not None
+            or (self.distillation is not None and "target" in self.distillation.domains)
+        )
 
     def progress(self) -> float:
         """Training progress p in [0, 1]: global step over the total number of steps."""
@@ -182,16 +248,14 @@ class DomainAdaptationModule(pl.LightningModule):
         """Every term of the objective for one paired batch, and the weighted total ``loss``."""
         x_s, y_s = batch["source"][:2]
         w_s = self.batch_source_weights(batch)
-        if self.discrepancy is None and self.target_loss is None:
+        if not self.uses_target_batch():
             # Source-only: the target batch does not enter the objective, so it is not computed.
-            logits_s = self(x_s)
-            loss = weighted_cross_entropy(logits_s, y_s, w_s)
-            return {"source_ce": loss, "logits_s": logits_s.detach(), "loss": loss}
-        x_t, y_t = batch["target"][:2]
-        n_s = x_s.shape[0]
-        f = self.features(torch.cat([x_s, x_t]))
-        logits = self.head(f)
-        f_s, f_t, logits_s, logits_t = f[:n_s], f[n_s:], logits[:n_s], logits[n_s:]
+            x_t = logits_t = None
+            logits_s = self.head(self.features(x_s, "source"))
+        else:
+            x_t, y_t = batch["target"][:2]
+            f_s, f_t = self.paired_features(x_s, x_t)
+            logits_s, logits_t = self.head(torch.cat([f_s, f_t])).split([len(f_s), len(f_t)])
 
         terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
         loss = terms["source_ce"]
@@ -211,8 +275,25 @@ class DomainAdaptationModule(pl.LightningModule):
             terms["gamma"] = torch.tensor(weight)
             if weight != 0:
                 loss = loss + weight * terms["discrepancy"]
+        for name, weight, value in self.transfer_terms(x_s, x_t, logits_s, logits_t):
+            terms[name] = value
+            loss = loss + weight * value
         terms["loss"] = loss
         return terms
+
+    def transfer_terms(self, x_s, x_t, logits_s, logits_t):
+        """``(name, weight, value)`` of the parameter-transfer and distillation terms in use."""
+        hp = self.hparams
+        if self.start_weights is not None:
+            yield "l2_sp", hp.l2_sp, self.start_weights.half_squared_distance(self.backbone)
+        if self.target_backbone is not None:
+            distance = half_squared_distance(self.backbone, self.target_backbone)
+            yield "unshared_distance", hp.unshared, distance
+        if self.distillation is not None:
+            value = self.distillation(
+                {"source": logits_s, "target": logits_t}, {"source": x_s, "target": x_t}
+            )
+            yield "distillation", self.distillation.weight, value
 
     def gathers_discrepancy(self) -> bool:
         """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""
@@ -247,7 +328,8 @@ class DomainAdaptationModule(pl.LightningModule):
             # small model's step. The accuracy is over the steps since the last log.
             size = batch["source"][0].shape[0]
             logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-            logged["lr"] = self.optimizers().param_groups[-1]["lr"]
+            group = self.optimizers().param_groups[-1]
+            logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
             self.log_dict(logged, batch_size=size)
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
@@ -270,7 +352,7 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch[:2]
-        features = self.features(x)
+        features = self.features(x, "source" if dataloader_idx == 0 else "target")
         logits = self.head(features)
         outputs = {"logits": logits, "labels": y, "features": features}
         if dataloader_idx >= len(EVAL_DOMAINS):  # unlabelled target samples, for selection only
@@ -332,15 +414,38 @@ class DomainAdaptationModule(pl.LightningModule):
         return [SelectionTracker(), RandomStates(), StepStats(), selected, *latest]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Optimiser groups, each with its ``lr_mult``: the backbone, then everything else."""
-        backbone = list(self.backbone.parameters())
-        backbone_ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
-        groups = [
-            {"params": backbone, "lr_mult": self.hparams.backbone_lr_mult},
-            {"params": rest, "lr_mult": 1.0},
-        ]
-        return [g for g in groups if g["params"]]
+        """Optimiser groups, one per learning-rate multiplier and weight decay: see ``lr_mult``."""
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            groups.setdefault((self.lr_mult(name), self.weight_decay_of(name)), []).append(p)
+        # the head's group (multiplier 1) last: its rate is the base rate that training logs
+        order = sorted(groups, key=lambda key: any(p is self.head.weight for p in groups[key]))
+        return [{"params": groups[k], "lr_mult": k[0], "weight_decay": k[1]} for k in order]
+
+    def lr_mult(self, name: str) -> float:
+        """The learning-rate multiplier of parameter ``name``.
+
+        ``backbone_lr_mult`` for the backbone (and the target's ``unshared`` copy), times
+        ``layer_lr_decay`` per backbone layer below the top one; 1 for the rest. The longest
+        pattern of ``lr_mults`` that names the parameter (or a module holding it) overrides both.
+        """
+        hp = self.hparams
+        patterns = [pattern for pattern in hp.lr_mults or {} if name_matches(name, pattern)]
+        if patterns:
+            return float(hp.lr_mults[max(patterns, key=len)])
+        part, _, rest = name.partition(".")
+        if part not in ("backbone", "target_backbone"):
+            return 1.0
+        layers = [layer for layer, _ in backbone_layers(self.backbone)]
+        depth = next((i for i, layer in enumerate(layers) if name_matches(rest, layer)), None)
+        below_top = 0 if depth is None else len(layers) - 1 - depth
+        return hp.backbone_lr_mult * hp.layer_lr_decay**below_top
+
+    def weight_decay_of(self, name: str) -> float:
+        """Weight decay, except where L2-SP pulls the backbone towards its start instead."""
+        if self.hparams.l2_sp > 0 and name.partition(".")[0] == "backbone":
+            return 0.0
+        return self.hparams.weight_decay
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -351,7 +456,6 @@ class DomainAdaptationModule(pl.LightningModule):
             groups,
             lr=hp.lr,
             momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
             nesterov=hp.nesterov and hp.momentum > 0,
         )
         if hp.lr_schedule == "constant":
@@ -366,3 +470,13 @@ class DomainAdaptationModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def check_lr_patterns(self) -> None:
+        """Every ``lr_mults`` pattern names at least one parameter: a typo is an error."""
+        names = [name for name, _ in self.named_parameters()]
+        for pattern in self.hparams.lr_mults or {}:
+            if not any(name_matches(name, pattern) for name in names):
+                raise DalibError(
+                    f"lr_mults pattern {pattern!r} names no parameter; parameters are named like "
+                    f"{names[0]!r} (see model.named_parameters())"
+                )

@@ -68,10 +68,13 @@ class WithIndex(Dataset):
         return x, y, index
 
 
-def labelled_subset(
-    labels: torch.Tensor, per_class: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Indices of ``per_class`` random samples of every class (all of a smaller class)."""
+def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` random samples of every class (all of a smaller class).
+
+    Drawn from ``seed`` alone, so the semi-supervised split (``target_labels_per_class``) and
+    the ``few_shot`` dataset with the same seed label exactly the same target samples.
+    """
+    generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in labels.unique():
         members = (labels == c).nonzero().squeeze(1)
@@ -94,6 +97,9 @@ class DomainDataModule(pl.LightningDataModule):
       semi-supervised adaptation.
     - ``class_balanced``: source batches drawn with probability inversely proportional to
       class frequency (with replacement), for imbalanced source domains.
+    - ``labelled_target_fraction``: with ``target_labels_per_class``, target batches drawn
+      (with replacement) so that this fraction of each is labelled on average; 0 draws
+      uniformly, so that few labels rarely reach a batch (100 of 7,291: 0.4 per batch of 32).
     - ``num_workers``: loader processes; by default none for data held in memory (toy, digits,
       feature files: a worker would only add inter-process copies) and up to 8 for images
       decoded from disk. ``pin_memory`` defaults to whether CUDA is available.
@@ -112,6 +118,7 @@ class DomainDataModule(pl.LightningDataModule):
         target_labels_per_class: int = 0,
         split_seed: int = 0,
         class_balanced: bool = False,
+        labelled_target_fraction: float = 0.0,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         selection_samples: int = 2000,
@@ -136,6 +143,13 @@ class DomainDataModule(pl.LightningDataModule):
         self.target_labels_per_class = target_labels_per_class
         self.split_seed = split_seed
         self.class_balanced = class_balanced
+        if not 0.0 <= labelled_target_fraction < 1.0:
+            raise DalibError(
+                f"labelled_target_fraction must be in [0, 1), got {labelled_target_fraction}"
+            )
+        if labelled_target_fraction > 0 and target_labels_per_class == 0:
+            raise DalibError("labelled_target_fraction needs target_labels_per_class > 0")
+        self.labelled_target_fraction = labelled_target_fraction
         self.selection_samples = selection_samples
         self._num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -212,7 +226,7 @@ class DomainDataModule(pl.LightningDataModule):
         keep = torch.empty(0, dtype=torch.long)
         if self.target_labels_per_class > 0:
             keep = labelled_subset(
-                dataset_labels(pair.target_train), self.target_labels_per_class, generator
+                dataset_labels(pair.target_train), self.target_labels_per_class, self.split_seed
             )
         target_eval = pair.target_eval if pair.target_eval is not None else pair.target_train
         n_select = min(self.selection_samples, len(target_eval))
@@ -257,13 +271,10 @@ class DomainDataModule(pl.LightningDataModule):
         )
 
     def _train_loader(
-        self, dataset: Dataset, stream: int, balanced: bool = False, index: bool = False
+        self, dataset: Dataset, stream: int, weights: torch.Tensor | None, index: bool = False
     ) -> DataLoader:
+        """Batches of ``dataset``; drawn with replacement in proportion to ``weights`` if given."""
         steps = self.steps_per_epoch()
-        weights = None
-        if balanced:
-            labels = dataset_labels(dataset)
-            weights = 1.0 / torch.bincount(labels).double()[labels]
         replicas, rank = self.replicas()
         if replicas > 1:
             sampler = ShardedRandomSampler(
@@ -285,13 +296,31 @@ class DomainDataModule(pl.LightningDataModule):
         sampler = None if replicas == 1 else evaluation_sampler(dataset, split, replicas, rank)
         return self._loader(dataset, self.eval_batch_size, sampler=sampler)
 
+    def source_weights(self) -> torch.Tensor | None:
+        """Sampling weights of the source: inverse class frequencies with ``class_balanced``."""
+        if not self.class_balanced:
+            return None
+        labels = dataset_labels(self.splits["source_train"])
+        return 1.0 / torch.bincount(labels).double()[labels]
+
+    def target_weights(self) -> torch.Tensor | None:
+        """Sampling weights of the target: ``labelled_target_fraction`` on the labelled ones."""
+        if self.labelled_target_fraction == 0:
+            return None
+        labelled = torch.zeros(len(self.splits["target_train"]), dtype=torch.bool)
+        labelled[list(self.splits["target_train"].keep)] = True
+        fraction = self.labelled_target_fraction
+        return torch.where(
+            labelled, fraction / labelled.sum(), (1 - fraction) / (~labelled).sum()
+        ).double()
+
     def train_dataloader(self) -> CombinedLoader:
         return CombinedLoader(
             {
                 "source": self._train_loader(
-                    self.splits["source_train"], 0, self.class_balanced, self.source_index
+                    self.splits["source_train"], 0, self.source_weights(), self.source_index
                 ),
-                "target": self._train_loader(self.splits["target_train"], 1),
+                "target": self._train_loader(self.splits["target_train"], 1, self.target_weights()),
             },
             mode="min_size",
         )

@@ -46,6 +46,20 @@ def mlp(
     return MLP(math.prod(input_shape), hidden_dims, dropout)
 
 
+class Flat(nn.Flatten):
+    """No layers: the inputs, flattened, are the features (cached features, feature files)."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.out_features = in_features
+
+
+@BACKBONES.register("identity")
+def identity(input_shape: Sequence[int]) -> Flat:
+    """The inputs themselves as features: heads on precomputed or cached features."""
+    return Flat(math.prod(input_shape))
+
+
 class LeNet(nn.Sequential):
     """LeNet for 28x28 grey digits, as the Transfer-Learning-Library's digits protocol uses it.
 

@@ -60,12 +60,12 @@ class ImportanceWeighting(pl.Callback):
         datamodule.source_index = True
 
     @torch.no_grad()
-    def features(self, pl_module: pl.LightningModule, dataset: Dataset) -> np.ndarray:
-        """The module's features (classifier input) for every sample, in eval mode."""
+    def features(self, pl_module: pl.LightningModule, dataset: Dataset, domain: str) -> np.ndarray:
+        """The module's features (classifier input) for every sample of ``domain``, in eval mode."""
         was_training = pl_module.training
         pl_module.eval()
         out = [
-            pl_module.features(batch[0].to(pl_module.device)).float().cpu()
+            pl_module.features(batch[0].to(pl_module.device), domain).float().cpu()
             for batch in DataLoader(dataset, batch_size=256)
         ]
         pl_module.train(was_training)
@@ -90,8 +90,8 @@ class ImportanceWeighting(pl.Callback):
     def compute_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> np.ndarray:
         """Weights of the source training samples from the current features."""
         splits = trainer.datamodule.splits
-        f_s = self.features(pl_module, splits["source_train"])
-        f_t = self.features(pl_module, splits["target_train"])
+        f_s = self.features(pl_module, splits["source_train"], "source")
+        f_t = self.features(pl_module, splits["target_train"], "target")
         w = (
             np.ones(len(f_s))
             if self.estimator is None

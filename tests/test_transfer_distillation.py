@@ -1,0 +1,117 @@
+"""Knowledge distillation: the term is Hinton's, and a distilled student follows its teacher."""
+
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from dalib import DomainAdaptationModule, DomainDataModule
+from dalib.errors import DalibError
+from dalib.transfer import distillation_loss
+
+BLOBS = {"name": "blobs", "shift": 1.0, "scale": 1.0}
+
+
+def train(module, steps: int, dataset=BLOBS) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DomainDataModule(dataset=dataset, iterations_per_epoch=steps))
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory):
+    """A wide MLP trained on the overlapping blobs, saved as a dalib checkpoint."""
+    torch.manual_seed(0)
+    teacher = DomainAdaptationModule(
+        num_classes=3, input_shape=(2,), backbone={"name": "mlp", "hidden_dims": [128, 128]}
+    )
+    trainer = train(teacher, 300)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_distillation_loss_is_temperature_squared_kl():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    p = F.softmax(teacher / 3.0, dim=1)
+    q = F.softmax(student / 3.0, dim=1)
+    expected = 9.0 * (p * (p.log() - q.log())).sum(dim=1).mean()
+    torch.testing.assert_close(distillation_loss(student, teacher, 3.0), expected)
+    assert distillation_loss(teacher, teacher, 3.0).abs() < 1e-6
+
+
+def student(**options) -> DomainAdaptationModule:
+    torch.manual_seed(1)
+    return DomainAdaptationModule(
+        num_classes=3, input_shape=(2,), backbone={"name": "mlp", "hidden_dims": [8]}, **options
+    )
+
+
+def test_distilled_student_matches_its_teacher_far_better(teacher_checkpoint):
+    teacher = DomainAdaptationModule.load_from_checkpoint(teacher_checkpoint).eval()
+    data = DomainDataModule(dataset=BLOBS)
+    x = torch.stack([x for x, _ in data.splits["source_train"]])
+    with torch.no_grad():
+        p_teacher = teacher(x).softmax(dim=1)
+
+    def distance_to_teacher(module) -> float:
+        """Mean total-variation distance between the two predictive distributions."""
+        with torch.no_grad():
+            p = module.eval()(x).softmax(dim=1)
+        return float(0.5 * (p - p_teacher).abs().sum(dim=1).mean())
+
+    plain = student()
+    train(plain, 300)
+    spec = {"teacher": str(teacher_checkpoint), "temperature": 4.0, "weight": 1.0}
+    distilled = student(distillation=spec)
+    train(distilled, 300)
+    plain_gap, distilled_gap = distance_to_teacher(plain), distance_to_teacher(distilled)
+    assert distilled_gap < 0.5 * plain_gap, (distilled_gap, plain_gap)
+
+
+def test_cross_domain_distillation_term_on_both_batches(teacher_checkpoint):
+    spec = {"teacher": str(teacher_checkpoint), "temperature": 2.0, "domains": ["source", "target"]}
+    module = student(distillation=spec, discrepancy="dann").eval()
+    teacher = DomainAdaptationModule.load_from_checkpoint(teacher_checkpoint).eval()
+    g = torch.Generator().manual_seed(0)
+    x_s, x_t = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g) + 1
+    batch = {"source": (x_s, torch.zeros(8).long()), "target": (x_t, torch.zeros(8).long())}
+    terms = module.compute_losses(batch, progress=0.5)
+    with torch.no_grad():
+        expected = 0.5 * sum(distillation_loss(module(x), teacher(x), 2.0) for x in (x_s, x_t))
+    torch.testing.assert_close(terms["distillation"].detach(), expected)
+    assert not any(p.requires_grad for p in module.distillation.teacher.model.parameters())
+    assert not any(k.startswith("teacher") for k in module.state_dict())  # not in checkpoints
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"teacher": "missing.ckpt"}, "does not exist"),
+        ({"teacher": "x", "temp": 2}, "distillation takes teacher"),
+        ({"teacher": "x", "domains": ["both"]}, "domains must be among"),
+    ],
+)
+def test_bad_distillation_options_are_clear_errors(spec, message):
+    with pytest.raises(DalibError, match=message):
+        student(distillation=spec)
+
+
+def test_teacher_with_other_classes_is_refused(teacher_checkpoint):
+    with pytest.raises(DalibError, match="predicts 3 classes, the student 2"):
+        DomainAdaptationModule(
+            num_classes=2, input_shape=(2,), distillation={"teacher": str(teacher_checkpoint)}
+        )
