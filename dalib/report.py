@@ -87,12 +87,14 @@ def table(
 
 def published(records: list[dict[str, Any]]) -> list[list[str]]:
     """Published numbers named by the configs' ``reference``, per method × task (and ``avg``)."""
-    tasks = [*sorted({r["task"] for r in records}), "avg"]
-    rows = [["method", *tasks, "source"]]
     seen = {}
     for r in records:
         if (r.get("reference") or {}).get("target_acc"):
             seen[r["method"]] = r["reference"]
+    tasks = sorted({r["task"] for r in records})
+    if any("avg" in ref["target_acc"] for ref in seen.values()):
+        tasks.append("avg")
+    rows = [["method", *tasks, "source"]]
     for method, ref in sorted(seen.items()):
         numbers = ref.get("target_acc", {})
         rows.append([method, *(str(numbers.get(t, "")) for t in tasks), ref.get("source", "")])
@@ -128,10 +130,10 @@ def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     return [
         {
-            "benchmark": r["dataset"],
+            "benchmark": r.get("dataset"),
             "task": r["task"],
             "method": r["method"],
-            "seed": r["seed"],
+            "seed": r.get("seed"),
             "params": r["_params"],
             "target_acc": percent(r["target_acc"]),
             "selected_by": r["selected_by"],
@@ -144,7 +146,7 @@ def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "train_step_ms": r.get("train_step_ms"),
             "wall_time_s": r.get("wall_time_s"),
         }
-        for r in sorted(records, key=lambda r: (r["method"], r["task"], r["seed"], r["_path"]))
+        for r in sorted(records, key=lambda r: (r["method"], r["task"], r["_path"]))
     ]
 
 
