@@ -48,7 +48,9 @@ def task_means(records: list[dict]) -> dict[tuple[str, str], tuple[float, int]]:
     return {k: (statistics.mean(v), len(v)) for k, v in cells.items()}
 
 
-def target_check(records: list[dict], references: dict, baselines: list[tuple[str, float]]):
+def target_check(
+    records: list[dict], references: dict, baselines: list[tuple[str, float]], labelled: dict
+):
     """Markdown lines: ours (no target labels) against published numbers and source-only."""
     lines = [
         "## Targets",
@@ -81,10 +83,15 @@ def target_check(records: list[dict], references: dict, baselines: list[tuple[st
         vs_floor = (
             ""
             if floor is None or method == "source_only"
-            else (f"{avg - floor[0]:+.1f} ({'above' if avg > floor[0] else 'NOT above'})")
+            else (f"{avg - floor[0]:+.2f} ({'above' if avg > floor[0] else 'NOT above'})")
         )
-        row = [method, f"{avg:.1f}" + ("" if complete else " (partial)"), str(tasks), str(runs),
-               vs_floor, *(f"{avg - value:+.1f}" for _, value in baselines)]  # fmt: skip
+        name = (
+            f"{method} (uses {labelled[method]} target labels per class)"
+            if method in labelled
+            else method
+        )
+        row = [name, f"{avg:.2f}" + ("" if complete else " (partial)"), str(tasks), str(runs),
+               vs_floor, *(f"{avg - value:+.2f}" for _, value in baselines)]  # fmt: skip
         rows.append(row)
     lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -105,11 +112,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = write_report(args.runs, Path(tmp))
         records = json.loads((Path(tmp) / "records.json").read_text())
-    references = {}
+    references, labelled = {}, {}
     for path in args.runs.rglob("result.json"):
         record = json.loads(path.read_text())
         if record.get("reference"):
             references[record["method"]] = record["reference"]
+        if k := record["config"]["data"].get("target_labels_per_class"):
+            labelled[record["method"]] = k
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()  # fmt: skip
     planned = f" of the {args.planned} the sweep plans" if args.planned else ""
@@ -123,7 +132,7 @@ def main() -> None:
         "",
     ]
     body = report.split("\n", 1)[1]  # drop the report's own title
-    text = "\n".join([*header, *target_check(records, references, baselines), "", body])
+    text = "\n".join([*header, *target_check(records, references, baselines, labelled), "", body])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.md").write_text(text)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(records, indent=1) + "\n")
