@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from dalib.cli import main
@@ -62,3 +63,21 @@ def shared_data(monkeypatch) -> Path:
         pytest.skip("../shared/data is not beside this checkout")
     monkeypatch.setenv("DALIB_DATA", str(SHARED_DATA))
     return SHARED_DATA
+
+
+def quiet_fit(module, data, callbacks=(), **trainer_options) -> pl.Trainer:
+    """Fit ``module`` on ``data`` with a silent trainer: no logger, checkpoints or validation."""
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+        **trainer_options,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, data)
+    return trainer

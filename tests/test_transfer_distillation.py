@@ -1,7 +1,5 @@
 """Knowledge distillation: the term is Hinton's, and a distilled student follows its teacher."""
 
-import warnings
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -10,24 +8,14 @@ import torch.nn.functional as F
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.errors import DalibError
 from dalib.transfer import distillation_loss
+from tests.conftest import quiet_fit
 
 BLOBS = {"name": "blobs", "shift": 1.0, "scale": 1.0}
 
 
 def train(module, steps: int, dataset=BLOBS) -> pl.Trainer:
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, DomainDataModule(dataset=dataset, iterations_per_epoch=steps))
-    return trainer
+    data = DomainDataModule(dataset=dataset, iterations_per_epoch=steps)
+    return quiet_fit(module, data, max_steps=steps)
 
 
 @pytest.fixture(scope="module")

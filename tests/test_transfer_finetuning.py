@@ -1,6 +1,5 @@
 """Fine-tuning: frozen parts stay put, unfreezing follows its schedule, per-layer learning rates."""
 
-import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -10,24 +9,12 @@ import torch
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.errors import DalibError
 from dalib.transfer import Finetuning, backbone_layers
-from tests.conftest import REPO, only_result, run_dalib
+from tests.conftest import REPO, only_result, quiet_fit, run_dalib
 
 
 def fit(module, callbacks, steps: int, iterations_per_epoch: int = 4) -> pl.Trainer:
-    trainer = pl.Trainer(
-        max_steps=steps,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, DomainDataModule(iterations_per_epoch=iterations_per_epoch))
-    return trainer
+    data = DomainDataModule(iterations_per_epoch=iterations_per_epoch)
+    return quiet_fit(module, data, callbacks, max_steps=steps)
 
 
 def toy_module(**options) -> DomainAdaptationModule:

@@ -1,31 +1,19 @@
 """Parameter-based transfer: init_from, L2-SP, and unshared source/target extractors."""
 
-import warnings
-
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.errors import DalibError
+from tests.conftest import quiet_fit
 
 MLP = {"name": "mlp", "hidden_dims": [32, 32]}
 
 
 def train(module, steps: int, dataset) -> pl.Trainer:
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, DomainDataModule(dataset=dataset, iterations_per_epoch=steps))
-    return trainer
+    data = DomainDataModule(dataset=dataset, iterations_per_epoch=steps)
+    return quiet_fit(module, data, max_steps=steps)
 
 
 @pytest.fixture(scope="module")
