@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from dalib.report import write_report
+from dalib.report import load_records, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -113,8 +113,7 @@ def main() -> None:
         report = write_report(args.runs, Path(tmp))
         records = json.loads((Path(tmp) / "records.json").read_text())
     references, labelled = {}, {}
-    for path in args.runs.rglob("result.json"):
-        record = json.loads(path.read_text())
+    for record in load_records(args.runs):
         if record.get("reference"):
             references[record["method"]] = record["reference"]
         if k := record["config"]["data"].get("target_labels_per_class"):

@@ -10,7 +10,7 @@ import torch
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.weighting import ImportanceWeighting
 from dalib.weighting.callback import effective_sample_size
-from tests.conftest import TOY, only_result, run_dalib
+from tests.conftest import TOY, only_result, quiet_fit, run_dalib
 
 REPO_WEIGHTING = TOY.parent / "weighting"
 
@@ -21,19 +21,7 @@ def test_callback_weights_reach_the_loss_and_the_discrepancy(tmp_path):
         num_classes=2, input_shape=(2,), bottleneck_dim=8, discrepancy={"name": "mmd"}
     )
     data = DomainDataModule(iterations_per_epoch=2)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        callbacks=[ImportanceWeighting("ulsif", options={"alpha": 1.0})],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, data)
+    quiet_fit(module, data, [ImportanceWeighting("ulsif", options={"alpha": 1.0})], max_epochs=1)
     w_all = module.source_weights
     assert w_all is not None and len(w_all) == len(data.splits["source_train"])
     assert w_all.std() > 0.05  # rotated moons: the weights are not uniform
