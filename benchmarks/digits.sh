@@ -2,9 +2,14 @@
 # Digits MNIST->USPS and USPS->MNIST: every digits method config, 3 seeds, then the committed
 # results benchmarks/results/digits.{md,json}.  Needs MNIST and USPS under $DALIB_DATA (for
 # example DALIB_DATA=../shared/data).
-#   (no option)  the full Transfer-Learning-Library schedule, 20 epochs of 500 iterations (a GPU
-#                run: about 10k steps per run, 78 runs)
-#   --cpu        5 epochs of 500 iterations (benchmarks/sweeps/digits_cpu.yaml), what a CPU affords
+#   (no option)  the Transfer-Learning-Library protocol of the configs: 20 epochs of 2,500
+#                iterations at batch 128 per domain (a GPU job: 50k steps per run, 78 runs)
+#   --cpu        5 epochs of 500 iterations at batch 32, the convolutional LeNet with a 500-d
+#                bottleneck (benchmarks/sweeps/digits_cpu.yaml): 1/80 of the protocol's samples,
+#                what a CPU affords
+#   --tll-short  the protocol for a tenth of its steps, 4 methods, seed 0
+#                (benchmarks/sweeps/digits_tll_short.yaml): how much of the gap to the published
+#                numbers the protocol closes, about 2 h on one CPU thread
 #   --quick      one seed, a few steps: a smoke check of a few minutes, nothing committed
 # An interrupted run resumes where it stopped when started again.
 set -euo pipefail
@@ -15,9 +20,14 @@ case "${1:-}" in
     dalib sweep benchmarks/sweeps/digits_quick.yaml
     dalib report runs/sweeps/digits_quick --out runs/reports/digits_quick
     exit ;;
+  --tll-short)
+    dalib sweep benchmarks/sweeps/digits_tll_short.yaml
+    python benchmarks/publish.py runs/sweeps/digits_tll_short digits_tll_short \
+      --command "bash benchmarks/digits.sh --tll-short" --planned 8
+    exit ;;
   --cpu) sweep=digits_cpu ;;
   "") sweep=digits ;;
-  *) echo "usage: bash benchmarks/digits.sh [--cpu | --quick]" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/digits.sh [--cpu | --tll-short | --quick]" >&2; exit 2 ;;
 esac
 dalib sweep "benchmarks/sweeps/$sweep.yaml"
 python benchmarks/publish.py "runs/sweeps/$sweep" digits \

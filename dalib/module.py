@@ -65,7 +65,9 @@ class DomainAdaptationModule(pl.LightningModule):
     both domains (and γ = 0 adds nothing to the loss or gradients).
 
     Optimiser: SGD with momentum and, with ``lr_schedule="inverse"``, the decay
-    ``lr·(1+10p)^-0.75`` of DANN/CDAN/MDD; the backbone's learning rate is
+    ``lr·(1+αp)^-0.75`` of DANN/CDAN/MDD over training progress p ∈ [0, 1], α =
+    ``lr_decay_alpha`` (10 as in the DANN paper; tllib decays by ``(1+0.001·step)^-0.75``, which is
+    α = 0.001·total steps: 50 for its 50,000-step digits runs); the backbone's learning rate is
     ``backbone_lr_mult·lr`` (0.1 for a pretrained backbone in the Office-31 protocol).
 
     Under data-parallel training, ``gather_discrepancy`` (default) computes a non-adversarial
@@ -112,6 +114,7 @@ class DomainAdaptationModule(pl.LightningModule):
         weight_decay: float = 1e-3,
         nesterov: bool = True,
         lr_schedule: Literal["inverse", "constant"] = "inverse",
+        lr_decay_alpha: float = 10.0,
         backbone_lr_mult: float = 1.0,
         method: str | None = None,
         selection: str = "last",
@@ -139,6 +142,7 @@ class DomainAdaptationModule(pl.LightningModule):
             )
         for name, value in [
             ("lr", lr),
+            ("lr_decay_alpha", lr_decay_alpha),
             ("backbone_lr_mult", backbone_lr_mult),
             ("layer_lr_decay", layer_lr_decay),
             *(lr_mults or {}).items(),
@@ -464,7 +468,7 @@ class DomainAdaptationModule(pl.LightningModule):
         if not math.isfinite(total):
             raise DalibError("the inverse LR decay needs a finite trainer.max_epochs or max_steps")
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: inverse_decay(min(1.0, step / total))
+            optimizer, lambda step: inverse_decay(min(1.0, step / total), hp.lr_decay_alpha)
         )
         return {
             "optimizer": optimizer,

@@ -5,6 +5,7 @@ A sweep file::
     output: runs/sweeps/toy          # where every run gets its own folder
     methods: [experiments/toy/source_only.yaml, experiments/toy/dann.yaml]
     tasks: {rot35: {data.dataset: {name: moons, angle: 35}}}   # optional named overrides
+    method_overrides: {dann: {model.lr: 0.03}}                 # one method's own, over its tasks'
     seeds: [0, 1, 2]
     grid: {model.gamma: [0.3, 1.0]}                            # every combination
     random: {samples: 4, seed: 0, space: {model.lr: {log_uniform: [0.001, 0.1]}}}
@@ -52,8 +53,8 @@ from dalib.errors import DalibError
 from dalib.results import write_json_atomic
 
 SWEEP_KEYS = {
-    "output", "methods", "tasks", "seeds", "grid", "random", "overrides", "processes", "backend",
-    "ray_address", "wandb",
+    "output", "methods", "tasks", "method_overrides", "seeds", "grid", "random", "overrides",
+    "processes", "backend", "ray_address", "wandb",
 }  # fmt: skip
 BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
@@ -139,6 +140,8 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
             raise DalibError(f"{path}: method config {method} does not exist")
         configs.append(config)
     tasks = spec.get("tasks") or {"default": {}}
+    method_overrides = spec.get("method_overrides") or {}
+    check_keys(f"{path}: method_overrides", method_overrides, {c.stem for c in configs})
     grid = spec.get("grid") or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -156,7 +159,14 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
     if not seeds:
         raise DalibError(f"{path}: seeds must list at least one seed")
     runs = [
-        Run(config.stem, config, task, params, int(seed), {**task_overrides})
+        Run(
+            config.stem,
+            config,
+            task,
+            params,
+            int(seed),
+            {**task_overrides, **method_overrides.get(config.stem, {})},
+        )
         for config in configs
         for task, task_overrides in tasks.items()
         for params in points

@@ -155,6 +155,17 @@ def test_dtn_flattens_256_maps_of_4x4_for_32x32_digits():
         BACKBONES.build("dtn", input_shape=(784,))
 
 
+def test_lenet_fc_is_tll_lenet_with_its_500_unit_layer():
+    conv = BACKBONES.build("lenet", input_shape=(1, 28, 28))
+    full = BACKBONES.build("lenet_fc", input_shape=(1, 28, 28)).eval()
+    assert full(torch.randn(3, 1, 28, 28)).shape == (3, 500)
+    params = sum(p.numel() for p in full.parameters())
+    # conv1 20·(25+1), conv2 50·(20·25+1), fc 500·(800+1): the digits LeNet of TLL
+    assert params == sum(p.numel() for p in conv.parameters()) + 500 * 801 == 426_070
+    with pytest.raises(DalibError, match="lenet_fc takes"):
+        BACKBONES.build("lenet_fc", input_shape=(1, 32, 32))
+
+
 @pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed")
 def test_timm_backbone_returns_num_features():
     backbone = BACKBONES.build({"name": "timm", "model": "resnet18"}, input_shape=(3, 64, 64))

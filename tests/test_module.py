@@ -9,7 +9,6 @@ from torch import nn
 
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.errors import DalibError
-from dalib.schedules import inverse_decay
 from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
 
 
@@ -109,11 +108,13 @@ def test_entropy_and_labelled_cross_entropy():
     assert LabelledCrossEntropy()(logits, torch.full((3,), UNLABELLED)).item() == 0.0
 
 
-def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path):
+@pytest.mark.parametrize("alpha", [10.0, 50.0])
+def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path, alpha):
     torch.manual_seed(0)
     module = DomainAdaptationModule(
-        num_classes=2, input_shape=(2,), lr=0.02, backbone_lr_mult=0.1, discrepancy="dann"
-    )
+        num_classes=2, input_shape=(2,), lr=0.02, backbone_lr_mult=0.1, discrepancy="dann",
+        lr_decay_alpha=alpha,
+    )  # fmt: skip
     trainer = pl.Trainer(
         max_steps=20,
         logger=False,
@@ -125,7 +126,7 @@ def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path)
     )
     trainer.fit(module, DomainDataModule(iterations_per_epoch=10))
     backbone_group, rest_group = trainer.optimizers[0].param_groups
-    decay = inverse_decay(1.0)
+    decay = (1 + alpha) ** -0.75  # tllib's (1 + 0.001·step)^-0.75 after 1000·alpha steps
     assert backbone_group["lr"] == pytest.approx(0.002 * decay)
     assert rest_group["lr"] == pytest.approx(0.02 * decay)
     assert {id(p) for p in module.discrepancy.parameters()} <= {id(p) for p in rest_group["params"]}

@@ -49,6 +49,22 @@ def test_grid_random_tasks_and_seeds_expand_in_a_fixed_order(tmp_path):
     assert all(1e-3 <= r.params["model.lr"] <= 1e-1 for r in runs)
 
 
+def test_method_overrides_beat_task_overrides_for_that_method_only(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        methods=[str(TOY / "source_only.yaml"), str(TOY / "dann.yaml")],
+        tasks={"fast": {"model.lr": 0.1}, "plain": {}},
+        method_overrides={"dann": {"model.lr": 0.01}},
+    )
+    lrs = {(r.method, r.task): r.overrides.get("model.lr") for r in load_sweep(path)[1]}
+    assert lrs == {("source_only", "fast"): 0.1, ("source_only", "plain"): None,
+                   ("dann", "fast"): 0.01, ("dann", "plain"): 0.01}  # fmt: skip
+    bad = sweep_file(tmp_path, "bad.yaml", methods=[str(TOY / "dann.yaml")],
+                     method_overrides={"dan": {"model.lr": 0.01}})  # fmt: skip
+    with pytest.raises(DalibError, match="unknown key 'dan' in .*method_overrides"):
+        load_sweep(bad)
+
+
 def test_random_search_is_seeded_per_parameter_name(tmp_path):
     space = {"model.lr": {"log_uniform": [1e-3, 1e-1]}}
     one = sweep_file(tmp_path, "a.yaml", methods=[str(TOY / "dann.yaml")],

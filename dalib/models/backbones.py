@@ -61,14 +61,16 @@ def identity(input_shape: Sequence[int]) -> Flat:
 
 
 class LeNet(nn.Sequential):
-    """LeNet for 28x28 grey digits, as the Transfer-Learning-Library's digits protocol uses it.
+    """The convolutional part of LeNet for 28x28 grey digits.
 
     conv 5x5 (20) → max-pool → ReLU → conv 5x5 (50) → dropout → max-pool → ReLU → flatten:
-    800 features for a 1x28x28 input.
+    800 features for a 1x28x28 input. With ``fully_connected`` it goes on as the
+    Transfer-Learning-Library's digits LeNet does: Linear(800, 500) → ReLU → Dropout(0.5), 500
+    features (TLL then adds its 256-d bottleneck: ``bottleneck_dim: 256``).
     """
 
-    def __init__(self, in_channels: int = 1) -> None:
-        super().__init__(
+    def __init__(self, in_channels: int = 1, fully_connected: bool = False) -> None:
+        layers: list[nn.Module] = [
             nn.Conv2d(in_channels, 20, kernel_size=5),
             nn.MaxPool2d(2),
             nn.ReLU(),
@@ -77,19 +79,35 @@ class LeNet(nn.Sequential):
             nn.MaxPool2d(2),
             nn.ReLU(),
             nn.Flatten(),
-        )
+        ]
         self.out_features = 50 * 4 * 4
+        if fully_connected:
+            layers += [nn.Linear(self.out_features, 500), nn.ReLU(), nn.Dropout(p=0.5)]
+            self.out_features = 500
+        super().__init__(*layers)
+
+
+def check_digit_shape(name: str, input_shape: Sequence[int]) -> None:
+    if len(input_shape) != 3 or tuple(input_shape[1:]) != (28, 28):
+        raise DalibError(
+            f"{name} takes (channels, 28, 28) images, got inputs of shape {tuple(input_shape)}; "
+            "resize the digits to 28x28"
+        )
 
 
 @BACKBONES.register("lenet")
 def lenet(input_shape: Sequence[int]) -> LeNet:
-    """LeNet on (C, 28, 28) images."""
-    if len(input_shape) != 3 or tuple(input_shape[1:]) != (28, 28):
-        raise DalibError(
-            f"lenet takes (channels, 28, 28) images, got inputs of shape {tuple(input_shape)}; "
-            "resize the digits to 28x28"
-        )
+    """LeNet's convolutions on (C, 28, 28) images: 800 features."""
+    check_digit_shape("lenet", input_shape)
     return LeNet(input_shape[0])
+
+
+@BACKBONES.register("lenet_fc")
+def lenet_fc(input_shape: Sequence[int]) -> LeNet:
+    """LeNet with its 500-unit fully connected layer (the Transfer-Learning-Library's digits
+    backbone) on (C, 28, 28) images: 500 features."""
+    check_digit_shape("lenet_fc", input_shape)
+    return LeNet(input_shape[0], fully_connected=True)
 
 
 class DTN(nn.Sequential):
