@@ -61,7 +61,7 @@ def test_method_overrides_beat_task_overrides_for_that_method_only(tmp_path):
                    ("dann", "fast"): 0.01, ("dann", "plain"): 0.01}  # fmt: skip
     bad = sweep_file(tmp_path, "bad.yaml", methods=[str(TOY / "dann.yaml")],
                      method_overrides={"dan": {"model.lr": 0.01}})  # fmt: skip
-    with pytest.raises(DalibError, match="unknown key 'dan' in .*method_overrides"):
+    with pytest.raises(DalibError, match=r"unknown key 'dan' in .*method_overrides"):
         load_sweep(bad)
 
 
