@@ -153,6 +153,10 @@ def test_dtn_flattens_256_maps_of_4x4_for_32x32_digits():
     assert dtn(torch.randn(2, 3, 32, 32)).shape == (2, 4096)
     with pytest.raises(DalibError, match="dtn takes images"):
         BACKBONES.build("dtn", input_shape=(784,))
+    full = BACKBONES.build("dtn_fc", input_shape=(3, 32, 32)).eval()
+    assert full(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    extra = sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in dtn.parameters())
+    assert extra == 512 * 4097 + 2 * 512  # Linear(4096, 512) and BatchNorm1d(512)
 
 
 def test_lenet_fc_is_tll_lenet_with_its_500_unit_layer():

@@ -114,12 +114,14 @@ class DTN(nn.Sequential):
     """The digits CNN ("DTN") of the SVHN→MNIST experiments of CDAN and its successors.
 
     Three blocks of conv 5x5 stride 2 padding 2 (64, 128, 256 channels) → BatchNorm → Dropout2d
-    (0.1, 0.3, 0.5) → ReLU, flattened: 256·4·4 = 4096 features for a 3x32x32 input. The reference
-    follows this with Linear(4096, 512) → BatchNorm → ReLU → Dropout; here ``bottleneck_dim: 512``
-    plays that part, as the fully connected layers of ``lenet`` are left to the bottleneck too.
+    (0.1, 0.3, 0.5) → ReLU, flattened: 256·4·4 = 4096 features for a 3x32x32 input. With
+    ``fully_connected`` it goes on as the Transfer-Learning-Library's DTN does: Linear(4096, 512)
+    → BatchNorm → ReLU → Dropout(0.5), 512 features.
     """
 
-    def __init__(self, in_channels: int, height: int, width: int) -> None:
+    def __init__(
+        self, in_channels: int, height: int, width: int, fully_connected: bool = False
+    ) -> None:
         layers: list[nn.Module] = []
         for c_in, c_out, dropout in [(in_channels, 64, 0.1), (64, 128, 0.3), (128, 256, 0.5)]:
             layers += [
@@ -128,20 +130,42 @@ class DTN(nn.Sequential):
                 nn.Dropout2d(dropout),
                 nn.ReLU(),
             ]
-        super().__init__(*layers, nn.Flatten())
+        layers.append(nn.Flatten())
         # Each block maps a side of n pixels to ceil(n / 2).
         self.out_features = 256 * math.ceil(height / 8) * math.ceil(width / 8)
+        if fully_connected:
+            layers += [
+                nn.Linear(self.out_features, 512),
+                nn.BatchNorm1d(512),
+                nn.ReLU(),
+                nn.Dropout(p=0.5),
+            ]
+            self.out_features = 512
+        super().__init__(*layers)
+
+
+def check_image_shape(name: str, input_shape: Sequence[int]) -> None:
+    if len(input_shape) != 3:
+        raise DalibError(
+            f"{name} takes images of shape (channels, height, width), got inputs of shape "
+            f"{tuple(input_shape)}"
+        )
 
 
 @BACKBONES.register("dtn")
 def dtn(input_shape: Sequence[int]) -> DTN:
-    """DTN on (C, H, W) images, usually 3x32x32 (SVHN, and MNIST resized to 32x32 in RGB)."""
-    if len(input_shape) != 3:
-        raise DalibError(
-            f"dtn takes images of shape (channels, height, width), got inputs of shape "
-            f"{tuple(input_shape)}"
-        )
+    """DTN's convolutions on (C, H, W) images, usually 3x32x32 (SVHN, and MNIST resized to 32x32
+    in RGB)."""
+    check_image_shape("dtn", input_shape)
     return DTN(*input_shape)
+
+
+@BACKBONES.register("dtn_fc")
+def dtn_fc(input_shape: Sequence[int]) -> DTN:
+    """DTN with its 512-unit fully connected layer (the Transfer-Learning-Library's SVHN→MNIST
+    backbone): 512 features."""
+    check_image_shape("dtn_fc", input_shape)
+    return DTN(*input_shape, fully_connected=True)
 
 
 class FeatureExtractor(nn.Module):
