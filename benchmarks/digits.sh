@@ -7,7 +7,7 @@
 #   --cpu        5 epochs of 500 iterations at batch 32, the convolutional LeNet with a 500-d
 #                bottleneck (benchmarks/sweeps/digits_cpu.yaml): 1/80 of the protocol's samples,
 #                what a CPU affords
-#   --tll-short  the protocol for a tenth of its steps, 4 methods, seed 0
+#   --tll-short  the protocol for a twentieth of its steps, 4 methods, seed 0
 #                (benchmarks/sweeps/digits_tll_short.yaml): how much of the gap to the published
 #                numbers the protocol closes, about 2 h on one CPU thread
 #   --quick      one seed, a few steps: a smoke check of a few minutes, nothing committed
