@@ -12,7 +12,7 @@ from dalib.errors import DalibError
 
 #: Hidden width of the adversarial heads (DANN, CDAN, MDD) by default. The
 #: Transfer-Learning-Library and the CDAN and MDD authors' code use 1024, a discriminator bigger
-#: than LeNet itself: at batch 32 on LeNet's 500-d features DANN then costs 30% of a training
+#: than LeNet itself: at batch 32 on LeNet's 500-d features DANN then costs about 30% of a
 #: step, at 256 under 10% (``benchmarks/results/discrepancy_speed_lenet_only.md``). Configs that
 #: reproduce a paper pin ``hidden_dim: 1024``.
 DEFAULT_HIDDEN_DIM = 256

@@ -20,7 +20,7 @@ from dalib.errors import DalibError
 #: Above this width of ``f ⊗ g`` the paper switches to the randomised map.
 MAX_MULTILINEAR_DIM = 4096
 #: Width of the randomised map by default; the paper and the authors' code use 1024. At 256 (with
-#: ``DEFAULT_HIDDEN_DIM``) CDAN costs under 10% of a LeNet step at batch 32-64, at 1024 about 45%.
+#: ``DEFAULT_HIDDEN_DIM``) CDAN costs under 10% of a LeNet step at batch 32-64, at 1024 38-52%.
 DEFAULT_RANDOM_DIM = 256
 
 
@@ -78,7 +78,7 @@ class ConditionalDomainAdversarial(Discrepancy):
     ``hidden_dim=256`` and the randomised map ``random_dim=256``, so that CDAN and CDAN+E cost
     under 10% of a LeNet training step at batch 32-64 (500-d features and 10 classes: 5000 >
     4096, so randomised). The paper and the authors' code (thuml/CDAN, Transfer-Learning-Library)
-    use 1024 for both, which costs 40-50% of that step; the paper configs pin
+    use 1024 for both, which costs 38-52% of that step; the paper configs pin
     ``hidden_dim: 1024, random_dim: 1024``. Below the threshold the full map is up to 4096 wide,
     and the first layer costs ``d·C × hidden_dim`` per sample.
 

@@ -71,7 +71,7 @@ class WassersteinDistanceGuided(Discrepancy):
     100 ReLU units. Unlike the paper: ``critic_steps=1``. The authors' code trains the critic 5
     steps with Adam at 1e-4 (Amazon reviews, MNIST→USPS) or 10 steps at 1e-3 (Office-Caltech
     features, toy data) per feature step; each inner step is a forward, a double backward
-    (the penalty) and an Adam step, and 5 steps cost 40-50% of a LeNet training step at batch
+    (the penalty) and an Adam step, and 5 steps cost 35-50% of a LeNet training step at batch
     32-64, 1 step under 10% (``benchmarks/results/discrepancy_speed_lenet_only.md``). With one
     step the critic learns at the module's learning rate, once per feature step, as DANN's
     discriminator does. The paper configs pin ``critic_steps: 5`` (``critic_lr=1e-3``, between
