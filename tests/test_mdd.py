@@ -121,7 +121,7 @@ def test_the_head_follows_the_reference_architecture():
     head = MarginDisparityDiscrepancy(256, 31, hidden_dim=1024).head  # the authors' width
     assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert head[0].out_features == 1024 and head[2].p == 0.5 and head[3].out_features == 31
-    assert MarginDisparityDiscrepancy(256, 31).head[0].out_features == 256  # the cheap default
+    assert MarginDisparityDiscrepancy(256, 31).head[0].out_features == 128  # the cheap default
     assert head[0].weight.std().item() == pytest.approx(0.01, rel=0.05)
     assert not head[3].bias.any()
 

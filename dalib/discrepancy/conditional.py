@@ -20,7 +20,8 @@ from dalib.errors import DalibError
 #: Above this width of ``f ⊗ g`` the paper switches to the randomised map.
 MAX_MULTILINEAR_DIM = 4096
 #: Width of the randomised map by default; the paper and the authors' code use 1024. At 256 (with
-#: ``DEFAULT_HIDDEN_DIM``) CDAN costs under 10% of a LeNet step at batch 32-64, at 1024 38-52%.
+#: ``DEFAULT_HIDDEN_DIM``) CDAN costs under 10% of a LeNet step at batch 32-64; with both 1024,
+#: 38-52%.
 DEFAULT_RANDOM_DIM = 256
 
 
@@ -75,7 +76,7 @@ class ConditionalDomainAdversarial(Discrepancy):
     ``randomized=None`` chooses as the paper does: randomised when ``d·C > 4096``.
 
     **Defaults and cost.** The discriminator has ``num_hidden=2`` hidden layers of
-    ``hidden_dim=256`` and the randomised map ``random_dim=256``, so that CDAN and CDAN+E cost
+    ``hidden_dim=128`` and the randomised map ``random_dim=256``, so that CDAN and CDAN+E cost
     under 10% of a LeNet training step at batch 32-64 (500-d features and 10 classes: 5000 >
     4096, so randomised). The paper and the authors' code (thuml/CDAN, Transfer-Learning-Library)
     use 1024 for both, which costs 38-52% of that step; the paper configs pin

@@ -80,8 +80,8 @@ class MarginDisparityDiscrepancy(Discrepancy):
     ``log(1 - p)`` is computed by :func:`log_one_minus_softmax` (no ``log(1 - p + ε)`` clamp).
 
     Defaults: ``margin=4`` (the authors' Office-31 setting; they use 2 for Office-Home),
-    ``dropout=0.5`` as their heads, ``hidden_dim=256`` where their heads have 1024 (at 1024 the
-    head costs 16-19% of a LeNet step at batch 32-64, at 256 under 10%; the paper configs pin
+    ``dropout=0.5`` as their heads, ``hidden_dim=128`` where their heads have 1024 (at 1024 the
+    head costs 16-20% of a LeNet step at batch 32-64, at 128 under 10%; the paper configs pin
     ``hidden_dim: 1024``), ``grl_coeff=0.1``: both references
     reverse the gradient with a coefficient that rises to 0.1 while f' is trained at full weight,
     so the features get a tenth of the adversarial signal. dalib's γ(t) scales f' and the features
