@@ -67,13 +67,13 @@ class WassersteinDistanceGuided(Discrepancy):
     ``critic_steps=1`` runs no inner steps. The inner steps leave the critic's ``.grad`` as they
     found it (gradient accumulation is unaffected).
 
-    **Defaults.** From the authors' code: ``gp_weight=10``. Unlike the paper, for speed:
+    **Defaults.** From the authors' code: ``gp_weight=10``. Unlike the paper and its code (speed):
     ``critic_steps=1`` and a critic with one hidden layer of 64 ReLU units (``hidden_dim=64``).
     The authors' code (RockySJ/WDGRL) has 100 units and trains the critic 5 steps with Adam at
     1e-4 (Amazon reviews, MNIST→USPS) or 10 steps at 1e-3 (Office-Caltech features, toy data)
     per feature step. Each inner step is a forward, a double backward (the penalty) and an Adam
     step: at batch 32-64 on LeNet's 500-d features, the authors' critic with 5 steps costs
-    35-50% of a LeNet training step, the defaults under 10%
+    35-52% of a LeNet training step, the defaults under 10%
     (``benchmarks/results/discrepancy_speed_lenet_only.md``; 1 step with 100 units was 9.7% at
     batch 32 in commit 973f726, too close to the target). With one step the critic learns
     at the module's learning rate, once per feature step, as DANN's discriminator does. The
