@@ -29,7 +29,7 @@ WORLD = 2
 GATHERED = ["mmd", "coral", "sinkhorn", "jmmd", "deepjdot"]
 
 
-def make_module(discrepancy: str, **options) -> DomainAdaptationModule:
+def make_module(discrepancy: str | dict, **options) -> DomainAdaptationModule:
     """The same float64 network in every process; no BatchNorm, so no per-process statistics."""
     torch.manual_seed(0)
     module = DomainAdaptationModule(
@@ -102,7 +102,8 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         results[key] = {"value": value.detach(), "grads": [p.grad for p in extractor(module)]}
     results["gathered_calls"] = gathered_calls
     try:
-        make_module("wdgrl").compute_losses(shard(full_batch(), rank), progress=0.5)
+        wdgrl = {"name": "wdgrl", "critic_steps": 5}
+        make_module(wdgrl).compute_losses(shard(full_batch(), rank), progress=0.5)
     except DalibError as error:
         results["wdgrl_error"] = str(error)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")

@@ -118,9 +118,10 @@ def test_training_the_head_makes_it_agree_on_source_and_disagree_on_target():
 
 def test_the_head_follows_the_reference_architecture():
     torch.manual_seed(0)
-    head = MarginDisparityDiscrepancy(256, 31).head
+    head = MarginDisparityDiscrepancy(256, 31, hidden_dim=1024).head  # the authors' width
     assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert head[0].out_features == 1024 and head[2].p == 0.5 and head[3].out_features == 31
+    assert MarginDisparityDiscrepancy(256, 31).head[0].out_features == 128  # the cheap default
     assert head[0].weight.std().item() == pytest.approx(0.01, rel=0.05)
     assert not head[3].bias.any()
 
