@@ -7,9 +7,10 @@
 #   --cpu        5 epochs of 500 iterations at batch 32, the convolutional LeNet with a 500-d
 #                bottleneck (benchmarks/sweeps/digits_cpu.yaml): 1/80 of the protocol's samples,
 #                what a CPU affords
-#   --tll-short  the protocol for a twentieth of its steps, 4 methods, seed 0
+#   --tll-short  the protocol for a twentieth of its steps, 4 methods, seed 0 (DANN on
+#                USPS->MNIST: seeds 0-2)
 #                (benchmarks/sweeps/digits_tll_short.yaml): how much of the gap to the published
-#                numbers the protocol closes, about 2 h on one CPU thread
+#                numbers the protocol closes, about 3 h of CPU time
 #   --quick      one seed, a few steps: a smoke check of a few minutes, nothing committed
 # An interrupted run resumes where it stopped when started again.
 set -euo pipefail
@@ -22,8 +23,9 @@ case "${1:-}" in
     exit ;;
   --tll-short)
     dalib sweep benchmarks/sweeps/digits_tll_short.yaml
+    dalib sweep benchmarks/sweeps/digits_tll_short_seeds.yaml
     python benchmarks/publish.py runs/sweeps/digits_tll_short digits_tll_short \
-      --command "bash benchmarks/digits.sh --tll-short" --planned 8
+      --command "bash benchmarks/digits.sh --tll-short" --planned 10
     exit ;;
   --cpu) sweep=digits_cpu ;;
   "") sweep=digits ;;
