@@ -180,6 +180,9 @@ class DomainAdaptationModule(pl.LightningModule):
         # and indexed source batches, L_s and D are weighted (w_s). None: unweighted.
         self.source_weights: torch.Tensor | None = None
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
+        # (predicted class, label) of the source batches since the last log: the accuracy
+        # metric sees them once per log, as its update costs more than an argmax per step
+        self._train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.eval_acc = nn.ModuleDict(
             {
                 stage: nn.ModuleList(
@@ -217,16 +220,13 @@ class DomainAdaptationModule(pl.LightningModule):
             return self.target_backbone
         return self.backbone
 
-    def paired_features(
-        self, x_s: torch.Tensor, x_t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source and target features, through one bottleneck batch (BatchNorm sees both)."""
+    def paired_features(self, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """Source then target features, as one bottleneck batch (BatchNorm sees both)."""
         if self.target_backbone is None:
             h = self.backbone(torch.cat([x_s, x_t]))
         else:
             h = torch.cat([self.backbone(x_s), self.target_backbone(x_t)])
-        f = self.bottleneck(h)
-        return f[: len(x_s)], f[len(x_s) :]
+        return self.bottleneck(h)
 
     def uses_target_batch(self) -> bool:
         """Whether the objective needs the target batch (else: source-only, target skipped)."""
@@ -254,8 +254,9 @@ class DomainAdaptationModule(pl.LightningModule):
             logits_s = self.head(self.features(x_s, "source"))
         else:
             x_t, y_t = batch["target"][:2]
-            f_s, f_t = self.paired_features(x_s, x_t)
-            logits_s, logits_t = self.head(torch.cat([f_s, f_t])).split([len(f_s), len(f_t)])
+            f = self.paired_features(x_s, x_t)
+            f_s, f_t = f.split([len(x_s), len(x_t)])
+            logits_s, logits_t = self.head(f).split([len(x_s), len(x_t)])
 
         terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
         loss = terms["source_ce"]
@@ -322,7 +323,7 @@ class DomainAdaptationModule(pl.LightningModule):
                 f"the training loss became non-finite {when} step {self.global_step} ({values}); "
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
-        self.train_source_acc.update(terms.pop("logits_s"), batch["source"][1])
+        self._train_predictions.append((terms.pop("logits_s").argmax(1), batch["source"][1]))
         if self.logs_this_step():
             # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
             # small model's step. The accuracy is over the steps since the last log.
@@ -331,6 +332,9 @@ class DomainAdaptationModule(pl.LightningModule):
             group = self.optimizers().param_groups[-1]
             logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
             self.log_dict(logged, batch_size=size)
+            predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
+            self._train_predictions.clear()
+            self.train_source_acc.update(predicted, labels)
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
         return terms["loss"]
