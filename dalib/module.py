@@ -343,13 +343,16 @@ class DomainAdaptationModule(pl.LightningModule):
 
     @property
     def automatic_optimization(self) -> bool:
-        """Whether Lightning steps the optimiser: only when the trainer clips or accumulates
-        gradients (``gradient_clip_val``, ``accumulate_grad_batches``), which its automatic loop
-        does. Otherwise ``training_step`` takes the same step itself, as that loop's closure and
-        hooks cost ~0.1 ms, a percent of a small model's step on a CPU."""
+        """Whether Lightning steps the optimiser: when the trainer clips or accumulates
+        gradients (``gradient_clip_val``, ``accumulate_grad_batches``) or runs several processes
+        (gradient synchronisation), which its automatic loop does. Otherwise ``training_step``
+        takes the same step itself, as that loop's closure and hooks cost ~0.1 ms, a percent of
+        a small model's step on a CPU."""
         trainer = self._trainer
         return trainer is not None and (
-            bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or trainer.world_size > 1
         )
 
     def optimization_step(self, loss: torch.Tensor) -> None:
