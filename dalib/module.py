@@ -33,6 +33,9 @@ ScheduleSpec = float | str | Mapping[str, Any]
 # Validation/test loaders 0 and 1 of DomainDataModule; validation also has loader 2, unlabelled
 # target samples that only the label-free selection scores see.
 EVAL_DOMAINS = ("source", "target")
+# Training steps whose predictions wait for the accuracy metric at most (bounded memory when the
+# logging steps are far apart)
+PENDING_PREDICTIONS = 100
 
 
 class NonFiniteLossError(DalibError):
@@ -180,8 +183,8 @@ class DomainAdaptationModule(pl.LightningModule):
         # and indexed source batches, L_s and D are weighted (w_s). None: unweighted.
         self.source_weights: torch.Tensor | None = None
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
-        # (predicted class, label) of the source batches since the last log: the accuracy
-        # metric sees them once per log, as its update costs more than an argmax per step
+        # (predicted class, label) of the latest source batches: the accuracy metric sees them
+        # at each log (or every PENDING_PREDICTIONS steps), as its update costs more than an argmax
         self._train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.eval_acc = nn.ModuleDict(
             {
@@ -324,7 +327,12 @@ class DomainAdaptationModule(pl.LightningModule):
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
         self._train_predictions.append((terms.pop("logits_s").argmax(1), batch["source"][1]))
-        if self.logs_this_step():
+        logs = self.logs_this_step()
+        if logs or len(self._train_predictions) == PENDING_PREDICTIONS:
+            predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
+            self._train_predictions.clear()
+            self.train_source_acc.update(predicted, labels)
+        if logs:
             # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
             # small model's step. The accuracy is over the steps since the last log.
             size = batch["source"][0].shape[0]
@@ -332,9 +340,6 @@ class DomainAdaptationModule(pl.LightningModule):
             group = self.optimizers().param_groups[-1]
             logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
             self.log_dict(logged, batch_size=size)
-            predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
-            self._train_predictions.clear()
-            self.train_source_acc.update(predicted, labels)
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
         if not self.automatic_optimization:

@@ -1,13 +1,16 @@
 import copy
+import csv
 import math
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from dalib import DomainAdaptationModule, DomainDataModule
+from dalib import module as module_code
 from dalib.errors import DalibError
 from dalib.schedules import inverse_decay
 from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
@@ -201,3 +204,35 @@ def test_a_checkpoint_of_the_automatic_loop_resumes_at_its_global_step(tmp_path)
     resumed = fit_steps(tmp_path / "resumed", 20, ckpt_path=checkpoint, callbacks=[start])
     assert start.step == 10
     assert resumed.global_step == 20
+
+
+def test_training_accuracy_is_over_the_steps_since_the_last_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        module_code, "PENDING_PREDICTIONS", 2
+    )  # the metric also updates between logs
+    pl.seed_everything(0)
+    module = DomainAdaptationModule(num_classes=2, input_shape=(2,), discrepancy="dann")
+    hits = []
+    compute_losses = module.compute_losses
+
+    def recording(batch, progress):
+        terms = compute_losses(batch, progress)
+        hits.append((terms["logits_s"].argmax(1) == batch["source"][1]).float())
+        return terms
+
+    module.compute_losses = recording
+    trainer = pl.Trainer(
+        max_steps=20,
+        log_every_n_steps=5,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, DomainDataModule(iterations_per_epoch=20))
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    with metrics.open() as rows:
+        logged = [float(row["train/source_acc"]) for row in csv.DictReader(rows)]
+    expected = [torch.cat(hits[k : k + 5]).mean().item() for k in range(0, 20, 5)]
+    assert logged == pytest.approx(expected)
