@@ -33,6 +33,9 @@ ScheduleSpec = float | str | Mapping[str, Any]
 # Validation/test loaders 0 and 1 of DomainDataModule; validation also has loader 2, unlabelled
 # target samples that only the label-free selection scores see.
 EVAL_DOMAINS = ("source", "target")
+# Training steps whose predictions wait for the accuracy metric at most (bounded memory when the
+# logging steps are far apart)
+PENDING_PREDICTIONS = 100
 
 
 class NonFiniteLossError(DalibError):
@@ -184,6 +187,9 @@ class DomainAdaptationModule(pl.LightningModule):
         # and indexed source batches, L_s and D are weighted (w_s). None: unweighted.
         self.source_weights: torch.Tensor | None = None
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
+        # (predicted class, label) of the latest source batches: the accuracy metric sees them
+        # at each log (or every PENDING_PREDICTIONS steps), as its update costs more than an argmax
+        self._train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.eval_acc = nn.ModuleDict(
             {
                 stage: nn.ModuleList(
@@ -221,16 +227,13 @@ class DomainAdaptationModule(pl.LightningModule):
             return self.target_backbone
         return self.backbone
 
-    def paired_features(
-        self, x_s: torch.Tensor, x_t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source and target features, through one bottleneck batch (BatchNorm sees both)."""
+    def paired_features(self, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """Source then target features, as one bottleneck batch (BatchNorm sees both)."""
         if self.target_backbone is None:
             h = self.backbone(torch.cat([x_s, x_t]))
         else:
             h = torch.cat([self.backbone(x_s), self.target_backbone(x_t)])
-        f = self.bottleneck(h)
-        return f[: len(x_s)], f[len(x_s) :]
+        return self.bottleneck(h)
 
     def uses_target_batch(self) -> bool:
         """Whether the objective needs the target batch (else: source-only, target skipped)."""
@@ -258,8 +261,9 @@ class DomainAdaptationModule(pl.LightningModule):
             logits_s = self.head(self.features(x_s, "source"))
         else:
             x_t, y_t = batch["target"][:2]
-            f_s, f_t = self.paired_features(x_s, x_t)
-            logits_s, logits_t = self.head(torch.cat([f_s, f_t])).split([len(f_s), len(f_t)])
+            f = self.paired_features(x_s, x_t)
+            f_s, f_t = f.split([len(x_s), len(x_t)])
+            logits_s, logits_t = self.head(f).split([len(x_s), len(x_t)])
 
         terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
         loss = terms["source_ce"]
@@ -315,7 +319,7 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Sequence[torch.Tensor]], batch_idx: int):
         terms = self.compute_losses(batch, self.progress())
-        if self.checks_loss_this_step() and not torch.isfinite(terms["loss"]):
+        if self.checks_loss_this_step() and not math.isfinite(terms["loss"].item()):
             values = ", ".join(
                 f"{name}={float(value):.4g}"
                 for name, value in terms.items()
@@ -326,8 +330,13 @@ class DomainAdaptationModule(pl.LightningModule):
                 f"the training loss became non-finite {when} step {self.global_step} ({values}); "
                 "lower lr or gamma, or check the data for NaN/inf; earlier checkpoints are kept"
             )
-        self.train_source_acc.update(terms.pop("logits_s"), batch["source"][1])
-        if self.logs_this_step():
+        self._train_predictions.append((terms.pop("logits_s").argmax(1), batch["source"][1]))
+        logs = self.logs_this_step()
+        if logs or len(self._train_predictions) == PENDING_PREDICTIONS:
+            predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
+            self._train_predictions.clear()
+            self.train_source_acc.update(predicted, labels)
+        if logs:
             # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
             # small model's step. The accuracy is over the steps since the last log.
             size = batch["source"][0].shape[0]
@@ -337,7 +346,55 @@ class DomainAdaptationModule(pl.LightningModule):
             self.log_dict(logged, batch_size=size)
             self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
             self.train_source_acc.reset()
+        if not self.automatic_optimization:
+            self.optimization_step(terms["loss"])
         return terms["loss"]
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning steps the optimiser: when the trainer clips or accumulates
+        gradients (``gradient_clip_val``, ``accumulate_grad_batches``) or runs several processes
+        (gradient synchronisation), which its automatic loop does. Otherwise ``training_step``
+        takes the same step itself, as that loop's closure and hooks cost ~0.1 ms, a percent of
+        a small model's step on a CPU."""
+        trainer = self._trainer
+        return trainer is not None and (
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or trainer.world_size > 1
+        )
+
+    def optimization_step(self, loss: torch.Tensor) -> None:
+        """What Lightning's automatic loop does after the forward pass: zero the gradients,
+        backward, optimiser step, then the per-step LR schedule."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The optimiser-step count, which gives the global step (the schedules' position),
+        from a checkpoint of the other optimisation mode (saved by dalib before it stepped the
+        optimiser itself, or with gradient clipping): Lightning keeps one count per mode."""
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        automatic = loops.get("epoch_loop.automatic_optimization.optim_progress")
+        manual_key = "epoch_loop.manual_optimization.optim_step_progress"
+        if automatic is None or manual_key not in loops:
+            return
+        counts = [automatic["optimizer"]["step"], loops[manual_key]]
+        mine, other = counts if self.automatic_optimization else counts[::-1]
+        if mine["total"]["completed"] == 0:
+            mine.update(copy.deepcopy(other))
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
+        """The batch as it is on a CPU, where the loaders' tensors already are (Lightning's
+        move walks the batch and costs ~50 µs a step); Lightning's move on other devices."""
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def checks_loss_this_step(self) -> bool:
         """Whether to stop on a non-finite loss at this step: at every step on a CPU, where the

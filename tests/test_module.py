@@ -1,13 +1,16 @@
 import copy
+import csv
 import math
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from dalib import DomainAdaptationModule, DomainDataModule
+from dalib import module as module_code
 from dalib.errors import DalibError
 from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
 
@@ -157,3 +160,80 @@ def test_lenet_backbone_gives_800_features_for_28x28_digits():
     assert module(torch.randn(4, 1, 28, 28)).shape == (4, 10)
     with pytest.raises(DalibError, match="lenet takes"):
         DomainAdaptationModule(num_classes=10, input_shape=(3, 32, 32), backbone="lenet")
+
+
+def fit_steps(tmp_path, max_steps: int, ckpt_path=None, **trainer_options) -> pl.Trainer:
+    """Train a toy DANN for ``max_steps`` steps from seed 0 (resuming from ``ckpt_path``)."""
+    pl.seed_everything(0)
+    module = DomainAdaptationModule(num_classes=2, input_shape=(2,), discrepancy="dann")
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        **trainer_options,
+    )
+    trainer.fit(module, DomainDataModule(iterations_per_epoch=10), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_own_optimiser_step_equals_lightnings_automatic_one(tmp_path):
+    ours = fit_steps(tmp_path / "ours", 15)
+    # gradient clipping is the automatic loop's: a threshold no gradient reaches keeps it exact
+    automatic = fit_steps(tmp_path / "automatic", 15, gradient_clip_val=1e9)
+    assert not ours.lightning_module.automatic_optimization
+    assert automatic.lightning_module.automatic_optimization
+    assert ours.global_step == automatic.global_step == 15
+    for mine, theirs in zip(
+        ours.lightning_module.parameters(), automatic.lightning_module.parameters(), strict=True
+    ):
+        assert torch.equal(mine, theirs)
+    assert ours.optimizers[0].param_groups[0]["lr"] == automatic.optimizers[0].param_groups[0]["lr"]
+
+
+def test_a_checkpoint_of_the_automatic_loop_resumes_at_its_global_step(tmp_path):
+    fit_steps(tmp_path, 10, gradient_clip_val=1e9)
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+
+    class StartStep(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.step = trainer.global_step
+
+    start = StartStep()
+    resumed = fit_steps(tmp_path / "resumed", 20, ckpt_path=checkpoint, callbacks=[start])
+    assert start.step == 10
+    assert resumed.global_step == 20
+
+
+def test_training_accuracy_is_over_the_steps_since_the_last_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        module_code, "PENDING_PREDICTIONS", 2
+    )  # the metric also updates between logs
+    pl.seed_everything(0)
+    module = DomainAdaptationModule(num_classes=2, input_shape=(2,), discrepancy="dann")
+    hits = []
+    compute_losses = module.compute_losses
+
+    def recording(batch, progress):
+        terms = compute_losses(batch, progress)
+        hits.append((terms["logits_s"].argmax(1) == batch["source"][1]).float())
+        return terms
+
+    module.compute_losses = recording
+    trainer = pl.Trainer(
+        max_steps=20,
+        log_every_n_steps=5,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, DomainDataModule(iterations_per_epoch=20))
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    with metrics.open() as rows:
+        logged = [float(row["train/source_acc"]) for row in csv.DictReader(rows)]
+    expected = [torch.cat(hits[k : k + 5]).mean().item() for k in range(0, 20, 5)]
+    assert logged == pytest.approx(expected)
