@@ -7,7 +7,7 @@
 #   --cpu        5 epochs of 500 iterations at batch 32, the convolutional LeNet with a 500-d
 #                bottleneck (benchmarks/sweeps/digits_cpu.yaml): 1/80 of the protocol's samples,
 #                what a CPU affords
-#   --tll-short  the protocol for a twentieth of its steps, 4 methods, seed 0 (DANN on
+#   --tll-short  the protocol for a twentieth of its steps, 4 methods, seed 0 (DANN, CDAN, MDD on
 #                USPS->MNIST: seeds 0-2)
 #                (benchmarks/sweeps/digits_tll_short.yaml): how much of the gap to the published
 #                numbers the protocol closes, about 3 h of CPU time
@@ -25,7 +25,7 @@ case "${1:-}" in
     dalib sweep benchmarks/sweeps/digits_tll_short.yaml
     dalib sweep benchmarks/sweeps/digits_tll_short_seeds.yaml
     python benchmarks/publish.py runs/sweeps/digits_tll_short digits_tll_short \
-      --command "bash benchmarks/digits.sh --tll-short" --planned 10
+      --command "bash benchmarks/digits.sh --tll-short" --planned 14
     exit ;;
   --cpu) sweep=digits_cpu ;;
   "") sweep=digits ;;
