@@ -22,10 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from overhead import LENET_SETTING
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 COMMAND = "DALIB_DATA=../shared/data python benchmarks/finetune_digits.py"
-PRETRAIN = ["--trainer.max_epochs=2", "--data.iterations_per_epoch=300"]
+PRETRAIN = ["--trainer.max_epochs=2", "--data.iterations_per_epoch=300", *LENET_SETTING]
 
 
 def fit(config: Path, save_dir: Path, *overrides: str) -> dict:

@@ -47,6 +47,12 @@ from dalib.data import DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 5  # dalib's StepStats default
+# The network and batch of the bare loop (and of benchmarks/sweeps/digits_cpu.yaml), over the
+# digits configs' Transfer-Learning-Library protocol (lenet_fc, 256-d bottleneck, batch 128)
+LENET_SETTING = [
+    "--model.backbone=lenet", "--model.bottleneck_dim=500", "--data.batch_size=32",
+    "--model.lr_decay_alpha=10",
+]  # fmt: skip
 
 
 def dalib_fit(method: str, steps: int, save_dir: Path, *extra: str) -> dict:
@@ -54,7 +60,7 @@ def dalib_fit(method: str, steps: int, save_dir: Path, *extra: str) -> dict:
     arguments = [
         "fit", "-c", str(REPO / "experiments" / "digits" / f"{method}.yaml"),
         "--trainer.max_epochs=1", f"--data.iterations_per_epoch={steps}",
-        f"--trainer.logger.init_args.save_dir={save_dir}", *extra,
+        f"--trainer.logger.init_args.save_dir={save_dir}", *LENET_SETTING, *extra,
     ]  # fmt: skip
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
