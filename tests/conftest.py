@@ -65,19 +65,20 @@ def shared_data(monkeypatch) -> Path:
     return SHARED_DATA
 
 
-def quiet_fit(module, data, callbacks=(), **trainer_options) -> pl.Trainer:
-    """Fit ``module`` on ``data`` with a silent trainer: no logger, checkpoints or validation."""
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
+def quiet_fit(module, data, callbacks=(), ckpt_path=None, **trainer_options) -> pl.Trainer:
+    """Fit ``module`` on ``data`` with a silent trainer: no logger, checkpoints or validation
+    unless ``trainer_options`` say otherwise."""
+    options = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
         **trainer_options,
-    )
+    }
+    trainer = pl.Trainer(callbacks=list(callbacks), **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, data)
+        trainer.fit(module, data, ckpt_path=ckpt_path)
     return trainer

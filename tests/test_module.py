@@ -13,6 +13,7 @@ from dalib import DomainAdaptationModule, DomainDataModule
 from dalib import module as module_code
 from dalib.errors import DalibError
 from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
+from tests.conftest import quiet_fit
 
 
 def paired_batch(n: int = 16, dim: int = 2, seed: int = 0) -> dict:
@@ -118,16 +119,8 @@ def test_learning_rates_follow_group_multipliers_and_the_inverse_decay(tmp_path,
         num_classes=2, input_shape=(2,), lr=0.02, backbone_lr_mult=0.1, discrepancy="dann",
         lr_decay_alpha=alpha,
     )  # fmt: skip
-    trainer = pl.Trainer(
-        max_steps=20,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, DomainDataModule(iterations_per_epoch=10))
+    trainer = quiet_fit(module, DomainDataModule(iterations_per_epoch=10), max_steps=20,
+                        default_root_dir=tmp_path)  # fmt: skip
     backbone_group, rest_group = trainer.optimizers[0].param_groups
     decay = (1 + alpha) ** -0.75  # tllib's (1 + 0.001·step)^-0.75 after 1000·alpha steps
     assert backbone_group["lr"] == pytest.approx(0.002 * decay)
@@ -166,17 +159,11 @@ def fit_steps(tmp_path, max_steps: int, ckpt_path=None, **trainer_options) -> pl
     """Train a toy DANN for ``max_steps`` steps from seed 0 (resuming from ``ckpt_path``)."""
     pl.seed_everything(0)
     module = DomainAdaptationModule(num_classes=2, input_shape=(2,), discrepancy="dann")
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        **trainer_options,
-    )
-    trainer.fit(module, DomainDataModule(iterations_per_epoch=10), ckpt_path=ckpt_path)
-    return trainer
+    data = DomainDataModule(iterations_per_epoch=10)
+    return quiet_fit(
+        module, data, ckpt_path=ckpt_path, max_steps=max_steps, enable_checkpointing=True,
+        default_root_dir=tmp_path, **trainer_options,
+    )  # fmt: skip
 
 
 def test_own_optimiser_step_equals_lightnings_automatic_one(tmp_path):
