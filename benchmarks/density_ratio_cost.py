@@ -22,10 +22,10 @@ import numpy as np
 import scipy
 import sklearn
 import torch
+from dalib_runs import REPO, write_results
 
 from dalib.weighting import KLIEP, KMM, ULSIF, ClassifierRatio
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES = [50, 100, 200, 400, 800]
 DIM = 16
 
@@ -78,10 +78,7 @@ def main() -> None:
         values = [f"{cell[name, n]:.2f}" if (name, n) in cell else "—" for n in SIZES]
         lines.append(f"| {name} | " + " | ".join(values) + " |")
     md = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "density_ratio_cost.md").write_text(md)
-    (args.out / "density_ratio_cost.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(md)
+    write_results(args.out, "density_ratio_cost", md, rows)
 
 
 if __name__ == "__main__":

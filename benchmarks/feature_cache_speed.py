@@ -25,6 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from dalib_runs import REPO, write_results
 
 from dalib import DATASETS, DomainAdaptationModule, DomainDataModule
 from dalib.data.digits import DigitImages, load_digits
@@ -32,7 +33,6 @@ from dalib.data.domains import DomainPair
 from dalib.results import library_versions
 from dalib.transfer import Finetuning
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_torchvision.pt"
 COMMAND = "DALIB_DATA=../shared/data python benchmarks/feature_cache_speed.py"
 SIZE = 96
@@ -146,10 +146,7 @@ def main() -> None:
         "building the backbone and hashing it for the key) and never calls the backbone.\n\n"
         f"Versions: {json.dumps(result['versions'])}\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "feature_cache_speed.md").write_text(md)
-    (args.out / "feature_cache_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(md)
+    write_results(args.out, "feature_cache_speed", md, result)
 
 
 if __name__ == "__main__":

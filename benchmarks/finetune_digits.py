@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from overhead import LENET_SETTING
+from dalib_runs import LENET_SETTING, REPO, fit_in_subprocess, write_results
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 COMMAND = "DALIB_DATA=../shared/data python benchmarks/finetune_digits.py"
 PRETRAIN = ["--trainer.max_epochs=2", "--data.iterations_per_epoch=300", *LENET_SETTING]
@@ -33,20 +30,8 @@ PRETRAIN = ["--trainer.max_epochs=2", "--data.iterations_per_epoch=300", *LENET_
 def fit(config: Path, save_dir: Path, *overrides: str) -> dict:
     """One ``dalib fit`` run; its ``result.json`` record, with the path of its last checkpoint."""
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable, "-m", "dalib.cli", "fit", "-c", str(config),
-            f"--trainer.logger.init_args.save_dir={save_dir}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            *overrides,
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    (path,) = save_dir.rglob("result.json")
-    record = json.loads(path.read_text())
-    record["checkpoint"] = str(path.parent / "checkpoints" / "last.ckpt")
+    record, run_dir = fit_in_subprocess(config, save_dir, *overrides)
+    record["checkpoint"] = str(run_dir / "checkpoints" / "last.ckpt")
     record["process_time_s"] = round(time.perf_counter() - started, 1)
     return record
 
@@ -119,11 +104,8 @@ def main() -> None:
         + "\n\n"
         f"Versions: {json.dumps(pretrained['versions'])}\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "finetune_digits.md").write_text(md)
     result = {"command": COMMAND, "pretrained": pretrained, "runs": records}
-    (args.out / "finetune_digits.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(md)
+    write_results(args.out, "finetune_digits", md, result)
 
 
 if __name__ == "__main__":

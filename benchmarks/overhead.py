@@ -41,18 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import train
+from dalib_runs import LENET_SETTING, REPO
 
 from dalib.cli import main as dalib_main
 from dalib.data import DATASETS
 
-REPO = Path(__file__).resolve().parents[1]
 WARMUP = 5  # dalib's StepStats default
-# The network and batch of the bare loop (and of benchmarks/sweeps/digits_cpu.yaml), over the
-# digits configs' Transfer-Learning-Library protocol (lenet_fc, 256-d bottleneck, batch 128)
-LENET_SETTING = [
-    "--model.backbone=lenet", "--model.bottleneck_dim=500", "--data.batch_size=32",
-    "--model.lr_decay_alpha=10",
-]  # fmt: skip
 
 
 def dalib_fit(method: str, steps: int, save_dir: Path, *extra: str) -> dict:

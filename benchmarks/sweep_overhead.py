@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from dalib_runs import REPO, write_results
 
 from dalib.report import write_report
 from dalib.sweep import run_sweep
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -80,10 +79,7 @@ def main() -> None:
         "`result.json`) + the report's time, divided by the number of runs. It covers forking",
         "the run, parsing its config, building model and data, and writing its record.",
     ]) + "\n"  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep_overhead.md").write_text(md)
-    (args.out / "sweep_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(md)
+    write_results(args.out, "sweep_overhead", md, result)
 
 
 if __name__ == "__main__":

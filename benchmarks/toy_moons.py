@@ -11,32 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from dalib_runs import REPO, fit_in_subprocess, write_results
+
 METHODS = ("source_only", "mmd", "dann")
 COMMAND = "python benchmarks/toy_moons.py"
 
 
 def fit(method: str, seed: int, save_dir: Path) -> dict:
     """One ``dalib fit`` run; its ``result.json`` record."""
-    subprocess.run(
-        [
-            sys.executable, "-m", "dalib.cli", "fit",
-            "-c", str(REPO / "experiments" / "toy" / f"{method}.yaml"),
-            f"--seed_everything={seed}",
-            f"--trainer.logger.init_args.save_dir={save_dir}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    (path,) = (save_dir / "toy" / method).rglob("result.json")
-    return json.loads(path.read_text())
+    config = REPO / "experiments" / "toy" / f"{method}.yaml"
+    return fit_in_subprocess(config, save_dir, f"--seed_everything={seed}")[0]
 
 
 def table(records: list[dict], seeds: list[int]) -> str:
@@ -59,7 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        records = [fit(m, s, Path(tmp) / f"seed{s}") for m in METHODS for s in args.seeds]
+        records = [fit(m, s, Path(tmp) / f"{m}_seed{s}") for m in METHODS for s in args.seeds]
     for r in records:
         r.pop("config")
     first = records[0]
@@ -71,10 +58,7 @@ def main() -> None:
         f"{table(records, args.seeds)}\n\n"
         f"Versions: {json.dumps(first['versions'])}\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "toy_moons.md").write_text(md)
-    (args.out / "toy_moons.json").write_text(json.dumps(records, indent=2) + "\n")
-    print(md)
+    write_results(args.out, "toy_moons", md, records)
 
 
 if __name__ == "__main__":
