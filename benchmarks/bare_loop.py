@@ -1,9 +1,10 @@
 """The yardstick: source-only and DANN training on digits in plain PyTorch (no Lightning, no dalib).
 
-The same network as dalib's ``backbone: lenet, bottleneck_dim: 500`` (LeNet → Linear-BN-ReLU →
-Linear) and, for DANN, the same discriminator (two hidden layers of 1024 with BN and ReLU)
-behind a gradient-reversal layer; SGD with Nesterov momentum 0.9, weight decay 1e-3 and the
-inverse decay ``lr·(1+10p)^-0.75``; one source and one target batch per step, each drawn by a
+The same network as dalib's ``backbone: lenet`` with a bottleneck (LeNet → Linear-BN-ReLU →
+Linear; with ``fully_connected``, ``backbone: lenet_fc``, which adds LeNet's 500-unit layer)
+and, for DANN, the same discriminator (two hidden layers of 1024 with BN and ReLU) behind a
+gradient-reversal layer; SGD with Nesterov momentum 0.9, weight decay 1e-3 and the inverse
+decay ``lr·(1+10p)^-0.75``; one source and one target batch per step, each drawn by a
 ``RandomSampler``. Only the datasets (the same tensors for both contenders) and the memory
 probe come from dalib.
 """
@@ -33,13 +34,21 @@ class ReverseGradient(torch.autograd.Function):
         return -grad
 
 
-def lenet_classifier(num_classes: int = 10, bottleneck: int = 500) -> tuple[nn.Module, nn.Module]:
-    features = nn.Sequential(
+def lenet_classifier(
+    num_classes: int = 10, bottleneck: int = 500, fully_connected: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """LeNet's convolutions (with ``fully_connected``, its 500-unit layer as well), then the
+    bottleneck; and the classifier head."""
+    layers = [
         nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Conv2d(20, 50, 5), nn.Dropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
-        nn.Linear(800, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU(),
-    )  # fmt: skip
-    return features, nn.Linear(bottleneck, num_classes)
+    ]  # fmt: skip
+    width = 800
+    if fully_connected:
+        layers += [nn.Linear(800, 500), nn.ReLU(), nn.Dropout(0.5)]
+        width = 500
+    layers += [nn.Linear(width, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU()]
+    return nn.Sequential(*layers), nn.Linear(bottleneck, num_classes)
 
 
 def discriminator(width: int = 500, hidden: int = 1024) -> nn.Module:
@@ -57,14 +66,14 @@ def endless(dataset: Dataset, batch_size: int, steps: int) -> Iterator:
 
 def train(
     source: Dataset, target: Dataset, steps: int, dann: bool, batch_size: int = 32,
-    lr: float = 0.01,
+    lr: float = 0.01, bottleneck: int = 500, fully_connected: bool = False,
 ) -> dict[str, list[float] | float]:  # fmt: skip
     """Train ``steps`` steps; return each step's seconds (``wall``, and the process's ``cpu``
     time), from the start of one step to the start of the next (fetch both batches, forward,
     backward, optimiser and scheduler step), and the process's peak resident set during
     training (``peak_mib``, as dalib's ``StepStats`` measures it on a CPU)."""
-    features, head = lenet_classifier()
-    modules = nn.ModuleList([features, head] + ([discriminator()] if dann else []))
+    features, head = lenet_classifier(bottleneck=bottleneck, fully_connected=fully_connected)
+    modules = nn.ModuleList([features, head] + ([discriminator(bottleneck)] if dann else []))
     optimizer = torch.optim.SGD(modules.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3,
                                 nesterov=True)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(

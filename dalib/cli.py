@@ -37,7 +37,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
         "class_path": "pytorch_lightning.loggers.CSVLogger",
         "init_args": {"save_dir": "runs"},
     },
-    "log_every_n_steps": 10,
+    "log_every_n_steps": 50,  # Lightning's default; a logging step costs ~2 ms on a CPU
 }
 
 

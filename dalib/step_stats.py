@@ -46,7 +46,8 @@ class StepStats(Callback):
 
     def record(self, device: torch.device) -> dict[str, float | None]:
         """``train_step_ms`` and ``train_step_cpu_ms``: median step time after the warm-up;
-        ``peak_memory_mib``."""
+        ``train_step_mean_ms`` and ``train_step_cpu_mean_ms``: the mean, which also counts the
+        occasional slower steps (logging, a mid-epoch checkpoint); ``peak_memory_mib``."""
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
@@ -54,12 +55,18 @@ class StepStats(Callback):
         return {
             "train_step_ms": median_ms(self.step_seconds),
             "train_step_cpu_ms": median_ms(self.step_cpu_seconds),
+            "train_step_mean_ms": mean_ms(self.step_seconds),
+            "train_step_cpu_mean_ms": mean_ms(self.step_cpu_seconds),
             "peak_memory_mib": round(peak, 1),
         }
 
 
 def median_ms(seconds: list[float]) -> float | None:
     return 1e3 * statistics.median(seconds) if seconds else None
+
+
+def mean_ms(seconds: list[float]) -> float | None:
+    return 1e3 * statistics.fmean(seconds) if seconds else None
 
 
 def reset_peak_rss() -> None:

@@ -180,6 +180,33 @@ def test_own_optimiser_step_equals_lightnings_automatic_one(tmp_path):
     assert ours.optimizers[0].param_groups[0]["lr"] == automatic.optimizers[0].param_groups[0]["lr"]
 
 
+class GradientNorms(pl.Callback):
+    """Listens to the hooks around backward and the optimiser step (dalib must call them)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.before_step = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.norms.append(float(pl_module.head.weight.grad.norm()))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before_step += 1
+
+
+def test_lean_steps_skip_only_hooks_nobody_listens_to_and_change_nothing(tmp_path):
+    lean = fit_steps(tmp_path / "lean", 15)
+    listener = GradientNorms()
+    hooked = fit_steps(tmp_path / "hooked", 15, callbacks=[listener])
+    assert lean.lightning_module._lean_steps and not hooked.lightning_module._lean_steps
+    assert len(listener.norms) == listener.before_step == 15 and min(listener.norms) > 0
+    assert lean.global_step == hooked.global_step == 15
+    for mine, theirs in zip(
+        lean.lightning_module.parameters(), hooked.lightning_module.parameters(), strict=True
+    ):
+        assert torch.equal(mine, theirs)
+
+
 def test_a_checkpoint_of_the_automatic_loop_resumes_at_its_global_step(tmp_path):
     fit_steps(tmp_path, 10, gradient_clip_val=1e9)
     (checkpoint,) = tmp_path.rglob("*.ckpt")

@@ -19,6 +19,7 @@ from torch.utils.data import (
     random_split,
 )
 
+from dalib.data.batched import read_items
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.distributed import ShardedRandomSampler, evaluation_sampler, global_seed
 from dalib.errors import DalibError
@@ -53,6 +54,13 @@ class KeepLabels(Dataset):
         x, y = self.dataset[index]
         return x, (int(y) if index in self.keep else UNLABELLED)
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+        samples = read_items(self.dataset, indices)
+        return [
+            (x, int(y) if index in self.keep else UNLABELLED)
+            for (x, y), index in zip(samples, indices, strict=True)
+        ]
+
 
 class WithIndex(Dataset):
     """``(x, y, index)``: lets a callback's per-sample weights find the source samples."""
@@ -66,6 +74,10 @@ class WithIndex(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         x, y = self.dataset[index][:2]
         return x, y, index
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int, int]]:
+        samples = read_items(self.dataset, indices)
+        return [(*sample[:2], index) for sample, index in zip(samples, indices, strict=True)]
 
 
 def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

@@ -15,8 +15,8 @@ import numpy as np
 import scipy.io
 import torch
 from sklearn.datasets import load_svmlight_file
-from torch.utils.data import TensorDataset
 
+from dalib.data.batched import BatchedTensorDataset
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.roots import data_root, require
 from dalib.errors import DalibError
@@ -97,8 +97,8 @@ def preprocess(x: np.ndarray, steps: Sequence[Step], where: str) -> np.ndarray:
 
 def feature_domain(
     path: Path, steps: Sequence[Step], num_classes: int, label_offset: int = 0, **load_options
-) -> TensorDataset:
-    """One domain as a float32 TensorDataset, labels shifted by ``-label_offset`` and checked."""
+) -> BatchedTensorDataset:
+    """One domain as float32 tensors, labels shifted by ``-label_offset`` and checked."""
     x, y = load_feature_file(path, **load_options)
     y = y - label_offset
     if y.min() < 0 or y.max() >= num_classes:
@@ -108,7 +108,7 @@ def feature_domain(
             "set num_classes or label_offset"
         )
     x = preprocess(x, steps, str(path))
-    return TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
+    return BatchedTensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
 
 
 def _pair_of_files(

@@ -10,14 +10,14 @@ import math
 import numpy as np
 import torch
 from sklearn.datasets import make_blobs, make_moons
-from torch.utils.data import TensorDataset
 
+from dalib.data.batched import BatchedTensorDataset
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.errors import DalibError
 
 
-def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
-    return TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
+def _tensors(x: np.ndarray, y: np.ndarray) -> BatchedTensorDataset:
+    return BatchedTensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
 
 
 def _check_sizes(**sizes: int) -> None:

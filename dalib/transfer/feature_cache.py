@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from dalib.data.batched import BatchedTensorDataset
 from dalib.data.datamodule import dataset_labels
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.roots import data_root, default_cache
@@ -110,8 +111,8 @@ def cached_features(
     return DomainPair(
         benchmark=pair.benchmark,
         task=f"{pair.task}, cached {name} features",
-        source=TensorDataset(*cached["source"]),
-        target_train=TensorDataset(*cached["target_train"]),
-        target_test=TensorDataset(*cached["target_test"]),
+        source=BatchedTensorDataset(*cached["source"]),
+        target_train=BatchedTensorDataset(*cached["target_train"]),
+        target_test=BatchedTensorDataset(*cached["target_test"]),
         num_classes=pair.num_classes,
     )
