@@ -20,6 +20,8 @@ TIMING = {
     "wall_time_s",
     "train_step_ms",
     "train_step_cpu_ms",
+    "train_step_mean_ms",
+    "train_step_cpu_mean_ms",
     "peak_memory_mib",
     "config",
     "versions",
