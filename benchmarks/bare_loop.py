@@ -64,6 +64,47 @@ def endless(dataset: Dataset, batch_size: int, steps: int) -> Iterator:
     return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True))
 
 
+def build(
+    steps: int, dann: bool, lr: float, bottleneck: int, fully_connected: bool
+) -> tuple[nn.ModuleList, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The network (features, head and, for DANN, the discriminator), its optimiser and LR
+    schedule."""
+    features, head = lenet_classifier(bottleneck=bottleneck, fully_connected=fully_connected)
+    modules = nn.ModuleList([features, head] + ([discriminator(bottleneck)] if dann else []))
+    optimizer = torch.optim.SGD(modules.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3,
+                                nesterov=True)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (1 + 10 * min(1.0, step / steps)) ** -0.75
+    )
+    return modules, optimizer, scheduler
+
+
+def objective(
+    modules: nn.ModuleList, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor,
+    progress: float,
+) -> torch.Tensor:  # fmt: skip
+    """Source cross-entropy, plus for DANN γ(p)·the discriminator's loss through the reversal."""
+    features, head = modules[0], modules[1]
+    if len(modules) == 2:
+        return F.cross_entropy(head(features(x_s)), y_s)
+    f = features(torch.cat([x_s, x_t]))
+    logits = head(f[: len(x_s)])
+    gamma = 2 / (1 + math.exp(-10 * progress)) - 1
+    d = modules[2](ReverseGradient.apply(f)).squeeze(1)
+    d_s, d_t = d[: len(x_s)], d[len(x_s) :]
+    loss_d = 0.5 * (
+        F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s))
+        + F.binary_cross_entropy_with_logits(d_t, torch.zeros_like(d_t))
+    )
+    return F.cross_entropy(logits, y_s) + gamma * loss_d
+
+
+def step_times(starts: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Seconds between consecutive (wall, CPU) step starts."""
+    pairs = list(itertools.pairwise(starts))
+    return {"wall": [b[0] - a[0] for a, b in pairs], "cpu": [b[1] - a[1] for a, b in pairs]}
+
+
 def train(
     source: Dataset, target: Dataset, steps: int, dann: bool, batch_size: int = 32,
     lr: float = 0.01, bottleneck: int = 500, fully_connected: bool = False,
@@ -72,13 +113,7 @@ def train(
     time), from the start of one step to the start of the next (fetch both batches, forward,
     backward, optimiser and scheduler step), and the process's peak resident set during
     training (``peak_mib``, as dalib's ``StepStats`` measures it on a CPU)."""
-    features, head = lenet_classifier(bottleneck=bottleneck, fully_connected=fully_connected)
-    modules = nn.ModuleList([features, head] + ([discriminator(bottleneck)] if dann else []))
-    optimizer = torch.optim.SGD(modules.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3,
-                                nesterov=True)  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (1 + 10 * min(1.0, step / steps)) ** -0.75
-    )
+    modules, optimizer, scheduler = build(steps, dann, lr, bottleneck, fully_connected)
     modules.train()
     source_batches = endless(source, batch_size, steps)
     target_batches = endless(target, batch_size, steps)
@@ -88,27 +123,10 @@ def train(
         starts.append((time.perf_counter(), time.process_time()))
         x_s, y_s = next(source_batches)
         x_t, _ = next(target_batches)
-        if dann:
-            f = features(torch.cat([x_s, x_t]))
-            logits = head(f[: len(x_s)])
-            gamma = 2 / (1 + math.exp(-10 * step / steps)) - 1
-            d = modules[2](ReverseGradient.apply(f)).squeeze(1)
-            d_s, d_t = d[: len(x_s)], d[len(x_s) :]
-            loss_d = 0.5 * (
-                F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s))
-                + F.binary_cross_entropy_with_logits(d_t, torch.zeros_like(d_t))
-            )
-            loss = F.cross_entropy(logits, y_s) + gamma * loss_d
-        else:
-            loss = F.cross_entropy(head(features(x_s)), y_s)
+        loss = objective(modules, x_s, y_s, x_t, step / steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
     starts.append((time.perf_counter(), time.process_time()))
-    pairs = list(itertools.pairwise(starts))
-    return {
-        "wall": [b[0] - a[0] for a, b in pairs],
-        "cpu": [b[1] - a[1] for a, b in pairs],
-        "peak_mib": peak_rss_mib(),
-    }
+    return {**step_times(starts), "peak_mib": peak_rss_mib()}

@@ -2,8 +2,10 @@
 
 Same network (LeNet + bottleneck, and for DANN the 1024-1024 discriminator), same batches
 (MNIST→USPS from ``$DALIB_DATA``), same optimiser and schedules, same number of threads, in this
-one process, interleaved: for each repeat, the bare loop of ``benchmarks/bare_loop.py`` and
-then ``dalib fit`` with the committed config (progress bar, logging, checkpointing and
+one process, interleaved: for each repeat, the bare loop of ``benchmarks/bare_loop.py``, the
+same training as a minimal LightningModule (``benchmarks/lightning_loop.py``: Lightning's own
+share) and ``dalib fit`` with the committed config, in that order in even repeats and in the
+reverse order in odd ones (progress bar, logging, checkpointing and
 validation as a user gets them). Two settings:
 
 - ``lenet-32``: the convolutional LeNet, a 500-d bottleneck, batch 32 + 32 (the setting of
@@ -27,7 +29,7 @@ Peak memory: the process's largest resident set from the start of each run's tra
 kernel's count is reset there, so earlier runs and the data loading do not count): the bare
 loop's over its steps, dalib's ``peak_memory_mib`` (its training and the validation after it).
 
-Usage: ``DALIB_DATA=../shared/data python benchmarks/overhead.py [--steps 200] [--repeats 5]
+Usage: ``DALIB_DATA=../shared/data python benchmarks/overhead.py [--steps 200] [--repeats 6]
 [--threads 1] [--settings lenet-32 protocol-128]`` writes ``benchmarks/results/overhead.{md,json}``.
 """
 
@@ -50,6 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import train
 from dalib_runs import LENET_SETTING, REPO, write_results
+from lightning_loop import train_lightning
 
 from dalib.cli import main as dalib_main
 from dalib.data import DATASETS
@@ -88,31 +91,42 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f}x | {min(values):.3f}x | {max(values):.3f}x"
 
 
-def measure(pair, setting: str, method: str, steps: int, save_dir: Path) -> dict:
-    """One interleaved pair of runs: the bare loop, then ``dalib fit``; their step times (ms)
-    and peak memory, and the ratios dalib/bare."""
-    overrides, bare_options = SETTINGS[setting]
-    bare = train(pair.source, pair.target_train, steps, dann=method == "dann", **bare_options)
-    ours = dalib_fit(method, steps, save_dir, setting=overrides)
-    row = {"setting": setting, "method": method}
+def measure(pair, setting: str, method: str, steps: int, save_dir: Path, bare_first: bool) -> dict:
+    """One interleaved round: the bare loop, the minimal Lightning module and ``dalib fit``, in
+    that order or (``bare_first`` false) the reverse; their step times (ms), peak memory and
+    the ratios to the bare loop."""
+    overrides, options = SETTINGS[setting]
+    dann = method == "dann"
+    contenders = {
+        "bare": lambda: train(pair.source, pair.target_train, steps, dann=dann, **options),
+        "lightning": lambda: train_lightning(
+            pair.source, pair.target_train, steps, dann=dann, **options
+        ),
+        "dalib": lambda: dalib_fit(method, steps, save_dir, setting=overrides),
+    }
+    order = list(contenders) if bare_first else list(reversed(contenders))
+    runs = {name: contenders[name]() for name in order}
+    row = {"setting": setting, "method": method, "bare_first": bare_first}
     for clock, key in [("cpu", "_cpu"), ("wall", "")]:
-        steps_s = after_warmup(bare[clock])
-        row[f"bare_{clock}_median_ms"] = 1e3 * statistics.median(steps_s)
-        row[f"bare_{clock}_mean_ms"] = 1e3 * statistics.fmean(steps_s)
-        row[f"dalib_{clock}_median_ms"] = ours[f"train_step{key}_ms"]
-        row[f"dalib_{clock}_mean_ms"] = ours[f"train_step{key}_mean_ms"]
+        for who in ("bare", "lightning"):
+            steps_s = after_warmup(runs[who][clock])
+            row[f"{who}_{clock}_median_ms"] = 1e3 * statistics.median(steps_s)
+            row[f"{who}_{clock}_mean_ms"] = 1e3 * statistics.fmean(steps_s)
+        row[f"dalib_{clock}_median_ms"] = runs["dalib"][f"train_step{key}_ms"]
+        row[f"dalib_{clock}_mean_ms"] = runs["dalib"][f"train_step{key}_mean_ms"]
         for stat in ("median", "mean"):
-            row[f"{clock}_{stat}_ratio"] = (
-                row[f"dalib_{clock}_{stat}_ms"] / row[f"bare_{clock}_{stat}_ms"]
-            )
-    row["bare_peak_mib"], row["dalib_peak_mib"] = bare["peak_mib"], ours["peak_memory_mib"]
+            bare = row[f"bare_{clock}_{stat}_ms"]
+            row[f"{clock}_{stat}_ratio"] = row[f"dalib_{clock}_{stat}_ms"] / bare
+            row[f"lightning_{clock}_{stat}_ratio"] = row[f"lightning_{clock}_{stat}_ms"] / bare
+    row["bare_peak_mib"] = runs["bare"]["peak_mib"]
+    row["dalib_peak_mib"] = runs["dalib"]["peak_memory_mib"]
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -128,7 +142,11 @@ def main() -> None:
             for setting in args.settings:
                 for method in METHODS:
                     save_dir = Path(tmp) / f"{setting}-{method}-{repeat}"
-                    row = {**measure(pair, setting, method, args.steps, save_dir), "repeat": repeat}
+                    # alternate which contender runs first: a process that has run longer
+                    # (its heap grown, say) slows the second one neither way more often
+                    bare_first = repeat % 2 == 0
+                    row = measure(pair, setting, method, args.steps, save_dir, bare_first)
+                    row["repeat"] = repeat
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     command = (
@@ -149,17 +167,20 @@ def report(rows: list[dict], command: str, args: argparse.Namespace) -> str:
         "",
         f"Produced by `{command}` on {platform.machine()} CPU, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads. MNIST→USPS, {args.steps} steps per run, "
-        f"{args.repeats} interleaved repeats; ratios dalib/bare per repeat, as median, min and "
-        "max over the repeats. Target: dalib ≤ 1.05x. Settings: `lenet-32` is the convolutional "
-        "LeNet, a 500-d bottleneck and batch 32 + 32; `protocol-128` the digits configs as "
-        "committed (`lenet_fc`, 256-d bottleneck, batch 128 + 128). *Median step*: each run's "
-        "median step after the warm-up; *mean step*: its mean, which also counts dalib's "
-        "logging steps (every 50th). CPU time of the process; the wall-time ratios are in "
-        "`overhead.json`.",
+        f"{args.repeats} interleaved repeats (the bare loop first in every other one); "
+        "ratios dalib/bare per repeat, as median, min and max over the repeats. "
+        "Target: dalib ≤ 1.05x. Settings: `lenet-32` is the convolutional LeNet, a 500-d "
+        "bottleneck and batch 32 + 32; `protocol-128` the digits configs as committed "
+        "(`lenet_fc`, 256-d bottleneck, batch 128 + 128). *Median step*: each run's median "
+        "step after the warm-up; *mean step*: its mean, which also counts dalib's logging "
+        "steps (every 50th). CPU time of the process; the wall-time ratios are in "
+        "`overhead.json`. *Lightning alone*: the same training as the smallest "
+        "LightningModule (`benchmarks/lightning_loop.py`: no dalib, callbacks, logger or "
+        "checkpoints), its median-step ratio to the bare loop: Lightning's own share.",
         "",
         "| setting | method | bare ms/step | dalib ms/step | median-step ratio | min | max "
-        "| mean-step ratio | min | max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean-step ratio | min | max | Lightning alone |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting in args.settings:
         for method in METHODS:
@@ -169,7 +190,8 @@ def report(rows: list[dict], command: str, args: argparse.Namespace) -> str:
             lines.append(
                 f"| {setting} | {method} | {bare:.2f} | {ours:.2f} | "
                 f"{spread([r['cpu_median_ratio'] for r in mine])} | "
-                f"{spread([r['cpu_mean_ratio'] for r in mine])} |"
+                f"{spread([r['cpu_mean_ratio'] for r in mine])} | "
+                f"{statistics.median(r['lightning_cpu_median_ratio'] for r in mine):.3f}x |"
             )
     lines += [
         "",
