@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +58,10 @@ def discriminator(width: int = 500, hidden: int = 1024) -> nn.Module:
     )  # fmt: skip
 
 
-def endless(dataset: Dataset, batch_size: int, steps: int) -> Iterator:
+def sampled_loader(dataset: Dataset, batch_size: int, steps: int) -> DataLoader:
+    """``steps`` batches of ``dataset``, drawn by a ``RandomSampler``."""
     sampler = RandomSampler(dataset, num_samples=steps * batch_size)
-    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
 
 
 def build(
@@ -115,8 +115,8 @@ def train(
     training (``peak_mib``, as dalib's ``StepStats`` measures it on a CPU)."""
     modules, optimizer, scheduler = build(steps, dann, lr, bottleneck, fully_connected)
     modules.train()
-    source_batches = endless(source, batch_size, steps)
-    target_batches = endless(target, batch_size, steps)
+    source_batches = iter(sampled_loader(source, batch_size, steps))
+    target_batches = iter(sampled_loader(target, batch_size, steps))
     starts = []
     reset_peak_rss()
     for step in range(steps):

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: ``dalib fit`` in a child process, the LeNet setting of the
-committed digits tables, and writing a result pair ``<name>.md`` / ``<name>.json``.
+committed digits tables, the overhead settings, and writing a result pair ``<name>.md`` /
+``<name>.json``.
 
 Light on purpose (no torch, no dalib import): a script that only starts runs does not pay for
 them in its own process.
@@ -20,6 +21,13 @@ LENET_SETTING = [
     "--model.backbone=lenet", "--model.bottleneck_dim=500", "--data.batch_size=32",
     "--model.lr_decay_alpha=10",
 ]  # fmt: skip
+# The settings of the overhead and peak-memory benchmarks: dalib's overrides of the committed
+# digits configs, and the bare loop's matching arguments
+METHODS = ("source_only", "dann")
+SETTINGS = {
+    "lenet-32": (LENET_SETTING, {"batch_size": 32, "bottleneck": 500, "fully_connected": False}),
+    "protocol-128": ([], {"batch_size": 128, "bottleneck": 256, "fully_connected": True}),
+}
 
 
 def fit_in_subprocess(config: Path, save_dir: Path, *overrides: str) -> tuple[dict[str, Any], Path]:

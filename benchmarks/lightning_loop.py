@@ -13,9 +13,9 @@ import time
 import warnings
 
 import pytorch_lightning as pl
-from bare_loop import build, objective, step_times
+from bare_loop import build, objective, sampled_loader, step_times
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 
 
 class MinimalModule(pl.LightningModule):
@@ -54,13 +54,8 @@ def train_lightning(
     module = MinimalModule(steps, dann, lr, bottleneck, fully_connected)
     loaders = CombinedLoader(
         {
-            name: DataLoader(
-                data,
-                batch_size=batch_size,
-                drop_last=True,
-                sampler=RandomSampler(data, num_samples=steps * batch_size),
-            )
-            for name, data in (("source", source), ("target", target))
+            "source": sampled_loader(source, batch_size, steps),
+            "target": sampled_loader(target, batch_size, steps),
         },
         mode="min_size",
     )

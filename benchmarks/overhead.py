@@ -51,19 +51,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import train
-from dalib_runs import LENET_SETTING, REPO, write_results
+from dalib_runs import LENET_SETTING, METHODS, REPO, SETTINGS, write_results
 from lightning_loop import train_lightning
 
 from dalib.cli import main as dalib_main
 from dalib.data import DATASETS
 
 WARMUP = 5  # dalib's StepStats default
-METHODS = ("source_only", "dann")
-# dalib's overrides of the committed digits configs, and the bare loop's matching arguments
-SETTINGS = {
-    "lenet-32": (LENET_SETTING, {"batch_size": 32, "bottleneck": 500, "fully_connected": False}),
-    "protocol-128": ([], {"batch_size": 128, "bottleneck": 256, "fully_connected": True}),
-}
 
 
 def dalib_fit(

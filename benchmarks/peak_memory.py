@@ -23,31 +23,32 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dalib_runs import REPO, fit_in_subprocess, write_results
-from overhead import METHODS, SETTINGS
-
-BARE_CHILD = """
-import json, sys, torch
-sys.path.insert(0, {benchmarks!r})
-torch.set_num_threads(1)
-from bare_loop import train
-from dalib.data import DATASETS
-pair = DATASETS.build({{"name": "digits", "source": "MNIST", "target": "USPS"}})
-run = train(pair.source, pair.target_train, {steps}, dann={dann}, **{options!r})
-print(json.dumps(run["peak_mib"]))
-"""
+from dalib_runs import METHODS, REPO, SETTINGS, fit_in_subprocess, write_results
 
 
 def bare_peak_mib(method: str, setting: str, steps: int) -> float:
-    """The bare loop's peak resident set (MiB) in a fresh process."""
-    code = BARE_CHILD.format(
-        benchmarks=str(REPO / "benchmarks"), steps=steps, dann=method == "dann",
-        options=SETTINGS[setting][1],
-    )  # fmt: skip
+    """The bare loop's peak resident set (MiB) in a fresh process (``--bare-worker``)."""
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    ).stdout
+        [sys.executable, __file__, "--bare-worker", method, setting, "--steps", str(steps)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
     return float(out.strip().splitlines()[-1])
+
+
+def bare_worker(method: str, setting: str, steps: int) -> None:
+    """In the child: load the digits, train the bare loop, print its peak (MiB). torch and
+    dalib are imported here, so that the parent, which only starts processes, stays light."""
+    import torch
+    from bare_loop import train
+
+    from dalib.data import DATASETS
+
+    torch.set_num_threads(1)
+    pair = DATASETS.build({"name": "digits", "source": "MNIST", "target": "USPS"})
+    run = train(
+        pair.source, pair.target_train, steps, dann=method == "dann", **SETTINGS[setting][1]
+    )
+    print(json.dumps(run["peak_mib"]))
 
 
 def dalib_peak_mib(method: str, setting: str, steps: int, save_dir: Path) -> float:
@@ -65,7 +66,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--bare-worker", nargs=2, metavar=("METHOD", "SETTING"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
+    if args.bare_worker:
+        bare_worker(*args.bare_worker, args.steps)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):

@@ -193,7 +193,6 @@ class DomainAdaptationModule(pl.LightningModule):
         # and indexed source batches, L_s and D are weighted (w_s). None: unweighted.
         self.source_weights: torch.Tensor | None = None
         self._lean_steps = False  # set at the start of training: see lean_steps
-        self._optimization_mode: tuple[int | None, bool] = (None, False)  # (id(trainer), automatic)
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
         # (predicted class, label) of the latest source batches: the accuracy metric sees them
         # at each log (or every PENDING_PREDICTIONS steps), as its update costs more than an argmax
@@ -366,17 +365,11 @@ class DomainAdaptationModule(pl.LightningModule):
         takes the same step itself, as that loop's closure and hooks cost ~0.1 ms, a percent of
         a small model's step on a CPU."""
         trainer = self._trainer
-        if trainer is None:
-            return False
-        # Lightning asks several times a step; the answer is fixed for a trainer
-        if self._optimization_mode[0] != id(trainer):
-            automatic = (
-                bool(trainer.gradient_clip_val)
-                or trainer.accumulate_grad_batches != 1
-                or trainer.world_size > 1
-            )
-            self._optimization_mode = id(trainer), automatic
-        return self._optimization_mode[1]
+        return trainer is not None and (
+            bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or trainer.world_size > 1
+        )
 
     def optimization_step(self, loss: torch.Tensor) -> None:
         """What Lightning's automatic loop does after the forward pass: zero the gradients,
@@ -410,8 +403,9 @@ class DomainAdaptationModule(pl.LightningModule):
         return (
             type(trainer.precision_plugin) is Precision
             and type(trainer.strategy) is SingleDeviceStrategy
-            and not is_overridden("backward", self, pl.LightningModule)
-            and not any(is_overridden(hook, self, pl.LightningModule) for hook in STEP_HOOKS)
+            and not any(
+                is_overridden(hook, self, pl.LightningModule) for hook in ("backward", *STEP_HOOKS)
+            )
             and not any(
                 is_overridden(hook, callback, Callback)
                 for callback in trainer.callbacks

@@ -52,14 +52,15 @@ class KeepLabels(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         x, y = self.dataset[index]
-        return x, (int(y) if index in self.keep else UNLABELLED)
+        return x, self.label(y, index)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
         samples = read_items(self.dataset, indices)
-        return [
-            (x, int(y) if index in self.keep else UNLABELLED)
-            for (x, y), index in zip(samples, indices, strict=True)
-        ]
+        return [(x, self.label(y, i)) for (x, y), i in zip(samples, indices, strict=True)]
+
+    def label(self, y: Any, index: int) -> int:
+        """Sample ``index``'s label if it is kept, else ``UNLABELLED``."""
+        return int(y) if index in self.keep else UNLABELLED
 
 
 class WithIndex(Dataset):

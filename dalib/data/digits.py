@@ -47,12 +47,17 @@ class DigitImages(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index].float().div_(127.5).sub_(1.0), int(self.targets[index])
+        return to_unit_range(self.images[index]), int(self.targets[index])
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         """The samples at ``indices``, normalised as one batch (``dalib.data.batched``)."""
-        images = self.images[indices].float().div_(127.5).sub_(1.0)
+        images = to_unit_range(self.images[indices])
         return list(zip(images.unbind(0), self.targets[indices].tolist(), strict=True))
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as floats in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
 
 
 def load_digits(
