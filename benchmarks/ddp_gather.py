@@ -106,7 +106,7 @@ def worker(rank: int, init_file: str, out_file: str, batch: int, repeats: int) -
             rows.append(
                 {
                     "measure": name,
-                    "gathered": runs[(name, True)][0].gathers_discrepancy(),
+                    "gathered": runs[(name, True)][0].objective.gathers_discrepancy(),
                     "ms_with_gather": 1000 * statistics.median(on),
                     "ms_without": 1000 * statistics.median(off),
                     "ratio": statistics.median(a / b for a, b in zip(on, off, strict=True)),

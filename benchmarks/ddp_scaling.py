@@ -172,10 +172,10 @@ def main() -> None:
             model = DomainAdaptationModule(
                 num_classes=NUM_CLASSES, input_shape=(3, 8, 8), discrepancy=discrepancy
             )
-            if gather and model.discrepancy.adversarial:
+            if gather and model.objective.discrepancy.adversarial:
                 continue  # adversarial measures are never gathered: one row is enough
             d_on = "gathered batch" if gather else "each device's batch"
-            if model.discrepancy.adversarial:
+            if model.objective.discrepancy.adversarial:
                 d_on = "per sample (adversarial)"
             base = None
             for devices in args.devices:

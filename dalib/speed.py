@@ -30,4 +30,4 @@ class SpeedOptions(Callback):
             pl_module.to(memory_format=torch.channels_last)
         if self.compile:
             for name in COMPILED_PARTS:
-                getattr(pl_module, name).compile()
+                getattr(pl_module.network, name).compile()

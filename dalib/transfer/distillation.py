@@ -3,13 +3,15 @@ temperature-softened predictions besides the hard labels."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dalib.errors import DalibError
+from dalib.network import Network
 
 
 def distillation_loss(
@@ -26,47 +28,20 @@ def distillation_loss(
     return temperature**2 * kl
 
 
-class Teacher:
-    """A trained dalib model (``.ckpt``), frozen and in eval mode, kept outside the student.
-
-    Not an ``nn.Module`` attribute of the student on purpose: its weights are not trained, not
-    in the student's optimiser and not in its checkpoints. It follows the input's device.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model.eval().requires_grad_(False)
-
-    @classmethod
-    def load(cls, checkpoint: str, num_classes: int) -> Teacher:
-        from dalib.module import DomainAdaptationModule  # the teacher is a module like the student
-
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise DalibError(f"teacher checkpoint {str(path)!r} does not exist; give a dalib .ckpt")
-        model = DomainAdaptationModule.load_from_checkpoint(
-            path, map_location="cpu", init_from=None, distillation=None
-        )
-        if model.hparams.num_classes != num_classes:
-            raise DalibError(
-                f"the teacher in {str(path)!r} predicts {model.hparams.num_classes} classes, "
-                f"the student {num_classes}; distil between models of the same classes"
-            )
-        return cls(model)
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        """The teacher's logits for ``x`` from ``domain`` (an unshared teacher picks its net)."""
-        self.model.to(x.device)
-        return self.model.head(self.model.features(x, domain))
-
-
 DOMAINS = ("source", "target")
 
 
-class Distillation:
+class Distillation(nn.Module):
     """The distillation term of the objective: ``distillation_loss`` on the batches of
     ``domains``, averaged. ``domains: [target]`` distils across domains: a teacher trained on
-    the source labels the target batch, while the student is adapted there (with any ``D``)."""
+    the source labels the target batch, while the student is adapted there (with any ``D``).
+
+    The teacher (``teacher``: a dalib ``.ckpt``) is a frozen submodule in eval mode: its weights
+    are not trained, not in the optimiser, but are in the student's checkpoints, so that a
+    student restores without the teacher's file. The file is read by ``load_teacher`` when
+    training starts from scratch, never at construction (a model about to be restored from a
+    checkpoint must not need it); ``build_teacher`` makes the empty teacher a checkpoint fills.
+    """
 
     def __init__(
         self,
@@ -76,19 +51,22 @@ class Distillation:
         weight: float = 1.0,
         domains: tuple[str, ...] | list[str] = ("source",),
     ) -> None:
+        super().__init__()
         if not temperature > 0 or not weight >= 0:
             raise DalibError(
                 f"distillation needs temperature > 0 and weight >= 0, got {temperature}, {weight}"
             )
         if not domains or any(d not in DOMAINS for d in domains):
             raise DalibError(f"distillation domains must be among {DOMAINS}, got {list(domains)}")
-        self.teacher = Teacher.load(teacher, num_classes)
+        self.path = teacher
+        self.num_classes = num_classes
         self.temperature = temperature
         self.weight = weight
         self.domains = tuple(domains)
+        self.teacher: Network | None = None
 
     @classmethod
-    def from_spec(cls, spec: dict, num_classes: int) -> Distillation:
+    def from_spec(cls, spec: Mapping[str, Any], num_classes: int) -> Distillation:
         """From the config's ``distillation: {teacher: ..., temperature: ..., ...}``."""
         known = {"teacher", "temperature", "weight", "domains"}
         unknown = sorted(set(spec) - known)
@@ -99,12 +77,42 @@ class Distillation:
             )
         return cls(num_classes=num_classes, **spec)
 
-    def __call__(
-        self, logits: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+    def load_teacher(self, device: torch.device | str = "cpu") -> None:
+        """Read the teacher's network from its checkpoint file."""
+        with torch.random.fork_rng(devices=[]):  # building it leaves the training's draws be
+            teacher = Network.from_checkpoint(self.path, "teacher")
+        if teacher.num_classes != self.num_classes:
+            raise DalibError(
+                f"the teacher in {self.path!r} predicts {teacher.num_classes} classes, "
+                f"the student {self.num_classes}; distil between models of the same classes"
+            )
+        self.set_teacher(teacher.to(device))
+
+    def build_teacher(self, config: Mapping[str, Any]) -> None:
+        """An untrained teacher of ``config``'s architecture, for a checkpoint's weights."""
+        with torch.random.fork_rng(devices=[]):
+            self.set_teacher(Network.for_weights(config))
+
+    def set_teacher(self, teacher: Network) -> None:
+        self.teacher = teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> Distillation:
+        """The teacher stays in eval mode (its BatchNorm statistics, no dropout)."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(
+        self, logits: Mapping[str, torch.Tensor], inputs: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """The mean over ``domains`` of the student's distillation loss against the teacher."""
+        if self.teacher is None:
+            raise DalibError("the distillation teacher is not loaded: call load_teacher() first")
+        with torch.no_grad():
+            teacher_logits = {d: self.teacher.head(self.teacher.features(inputs[d], d))
+                              for d in self.domains}  # fmt: skip
         losses = [
-            distillation_loss(logits[d], self.teacher(inputs[d], d), self.temperature)
-            for d in self.domains
+            distillation_loss(logits[d], teacher_logits[d], self.temperature) for d in self.domains
         ]
         return torch.stack(losses).mean()

@@ -25,8 +25,8 @@ from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.roots import data_root, default_cache
 from dalib.errors import DalibError
 from dalib.models import BACKBONES
+from dalib.network import load_parts
 from dalib.registry import Spec, split_spec
-from dalib.transfer.parameters import load_submodules
 
 
 def tensor_digest(h: hashlib._Hash, tensors) -> None:
@@ -89,7 +89,7 @@ def cached_features(
     holder = nn.Module()
     holder.backbone = BACKBONES.build(backbone, input_shape=tuple(parts["source"][0][0].shape))
     if checkpoint is not None:
-        load_submodules(holder, checkpoint, ["backbone"])
+        load_parts(holder, checkpoint, ["backbone"], "cached_features checkpoint")
     extractor = holder.backbone.eval()
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache() / "features"
     path = folder / f"{cache_key(dataset, backbone, extractor, parts)}.pt"

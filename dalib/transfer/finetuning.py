@@ -23,7 +23,7 @@ from dalib.transfer.layers import backbone_layers, modules_matching
 
 
 class Finetuning(pl.Callback):
-    """Freeze parts of the module, then unfreeze them on a schedule.
+    """Freeze parts of the module's network, then unfreeze them on a schedule.
 
     - ``freeze``: module-name patterns: ``backbone``, ``backbone.body.features.1*``, ``bottleneck``.
     - ``freeze_depth``: also freeze the first ``freeze_depth`` layers of the backbone (see
@@ -75,17 +75,19 @@ class Finetuning(pl.Callback):
                 "unfreezing during training is not supported under data-parallel training (DDP "
                 "registers only the trainable parameters at the start); freeze without a schedule"
             )
-        layers = [module for _, module in backbone_layers(pl_module.backbone)]
+        layers = [module for _, module in backbone_layers(pl_module.network.backbone)]
         depth = len(layers) if self.freeze_depth == -1 else self.freeze_depth
         if depth > len(layers):
             raise DalibError(
                 f"freeze_depth {depth} exceeds the backbone's {len(layers)} layers; "
                 f"use -1 to freeze all of them"
             )
-        frozen = {id(m): m for m in [*modules_matching(pl_module, self.freeze), *layers[:depth]]}
+        frozen = {
+            id(m): m for m in [*modules_matching(pl_module.network, self.freeze), *layers[:depth]]
+        }
         self._frozen = list(frozen.values())
         self._schedule = sorted(
-            (time, modules_matching(pl_module, patterns))
+            (time, modules_matching(pl_module.network, patterns))
             for time, patterns in self.unfreeze_at.items()
         ) if self.unfreeze_at else []  # fmt: skip
         if self.unfreeze_every is not None:

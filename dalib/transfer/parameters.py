@@ -1,62 +1,39 @@
-"""Parameter-based transfer: start from trained weights, stay near them (L2-SP, tied θ_s, θ_t)."""
+"""Parameter-based transfer: stay near the starting weights (L2-SP) or tie θ_s and θ_t.
+
+Starting from trained weights is ``Network.load_parts`` (``init_from``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from dalib.errors import DalibError
-
-
-def load_submodules(module: nn.Module, checkpoint: str, prefixes: Sequence[str]) -> None:
-    """Copy the weights of ``prefixes`` (``backbone``, ``bottleneck``...) from a dalib checkpoint.
-
-    The checkpoint is a Lightning ``.ckpt`` written by ``dalib fit`` (or a plain state_dict of a
-    ``DomainAdaptationModule``); each named part must exist in both with the same shapes.
-    """
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise DalibError(f"init_from {str(path)!r} does not exist; give a dalib .ckpt file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # unpickling raises many types; all mean "not a checkpoint"
-        raise DalibError(f"cannot read init_from {str(path)!r}: {type(error).__name__}") from error
-    state = state.get("state_dict", state) if isinstance(state, dict) else None
-    if not isinstance(state, dict):
-        raise DalibError(f"init_from {str(path)!r} holds no state_dict")
-    for prefix in prefixes:
-        part = getattr(module, prefix, None)
-        if not isinstance(part, nn.Module):
-            raise DalibError(f"init_modules names {prefix!r}, which the module does not have")
-        own = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        try:
-            part.load_state_dict(own, strict=True)
-        except RuntimeError as error:
-            first = str(error).split("\n")[1].strip() if "\n" in str(error) else str(error)
-            raise DalibError(
-                f"the {prefix} weights in {str(path)!r} do not fit this model ({first}); "
-                f"use the same {prefix} settings as the run that wrote it"
-            ) from None
-
 
 class Snapshot(nn.Module):
-    """A frozen copy of some parameters (buffers, not saved in checkpoints: the module rebuilds
-    them from its config), and the distance ``½‖θ − θ₀‖²`` of a module's parameters to it."""
+    """A frozen copy of a module's parameters (θ₀), and the distance ``½‖θ − θ₀‖²`` to it.
+
+    The copy is buffers, saved in checkpoints: a run restored from one needs neither the
+    checkpoint it started from nor to recompute θ₀. ``take`` copies the module's weights again
+    (when training starts, after ``init_from`` has loaded them).
+    """
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.names = [name for name, _ in module.named_parameters()]
         for i, p in enumerate(module.parameters()):
-            self.register_buffer(f"p{i}", p.detach().clone(), persistent=False)
+            self.register_buffer(f"p{i}", p.detach().clone())
+
+    def take(self, module: nn.Module) -> None:
+        """θ₀ := ``module``'s parameters now."""
+        with torch.no_grad():
+            for start, p in zip(self.buffers(), module.parameters(), strict=True):
+                start.copy_(p)
 
     def half_squared_distance(self, module: nn.Module) -> torch.Tensor:
         """``½ Σ ‖θ − θ₀‖²`` over the parameters of ``module`` (the snapshot's structure)."""
-        return half_squared_distance(
-            module, [getattr(self, f"p{i}") for i in range(len(self.names))]
-        )
+        return half_squared_distance(module, list(self.buffers()))
 
 
 def half_squared_distance(

@@ -22,8 +22,8 @@ def effective_sample_size(w: np.ndarray) -> float:
 
 class ImportanceWeighting(pl.Callback):
     """Every ``every_n_epochs`` epochs, fit ``estimator`` on the features of the source and
-    target training sets and hand the source weights to the module (``source_weights``), which
-    uses them in ``L_s`` and passes them to the discrepancy as ``w_s``.
+    target training sets and hand the source weights to the module's objective
+    (``source_weights``), which uses them in ``L_s`` and passes them to the discrepancy as ``w_s``.
 
     ``estimator``: ``classifier``, ``kmm``, ``kliep``, ``ulsif`` or ``None`` (uniform);
     ``options`` go to its constructor (``alpha``, ``clip``, ``sigma``...). With
@@ -65,7 +65,7 @@ class ImportanceWeighting(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         out = [
-            pl_module.features(batch[0].to(pl_module.device), domain).float().cpu()
+            pl_module.network.features(batch[0].to(pl_module.device), domain).float().cpu()
             for batch in DataLoader(dataset, batch_size=256)
         ]
         pl_module.train(was_training)
@@ -75,7 +75,7 @@ class ImportanceWeighting(pl.Callback):
         if trainer.current_epoch % self.every_n_epochs:
             return
         w = self.compute_weights(trainer, pl_module)
-        pl_module.source_weights = torch.as_tensor(w, dtype=torch.float32)
+        pl_module.objective.source_weights = torch.as_tensor(w, dtype=torch.float32)
         stats: dict[str, Any] = {
             "weights/ess": effective_sample_size(w),
             "weights/min": float(w.min()),
@@ -99,7 +99,7 @@ class ImportanceWeighting(pl.Callback):
         )
         if self.class_weights:
             with torch.no_grad():
-                logits_t = pl_module.head(torch.from_numpy(f_t).to(pl_module.device))
+                logits_t = pl_module.network.head(torch.from_numpy(f_t).to(pl_module.device))
             per_class = class_weights_from_target(logits_t.softmax(dim=1).cpu().numpy())
             w = w * per_class[dataset_labels(splits["source_train"]).numpy()]
             w = w / w.mean()

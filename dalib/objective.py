@@ -1,0 +1,195 @@
+"""The objective of domain adaptation, an ``nn.Module`` usable with or without Lightning.
+
+``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` (+ transfer terms) at training progress
+``p = step / total steps`` in [0, 1]:
+
+- ``L_s``: cross-entropy on the labelled source batch (weighted by instance weights if set).
+- ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``,
+  ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
+- ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
+  source and target batch; it also receives logits, source labels and instance weights.
+- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+- Transfer terms (``dalib.transfer``): ``l2_sp·½‖θ − θ₀‖²`` between the backbone and its
+  starting weights (L2-SP, Li et al., ICML 2018); ``unshared·½‖θ_s − θ_t‖²`` between the source
+  backbone and the target's own copy (a network built with ``unshared=True``); ``distillation``,
+  a teacher's softened predictions, times its ``weight``.
+
+With no discrepancy, no target loss and nothing else that needs the target batch, this is plain
+source-only training and the target batch is not computed. Otherwise source and target go
+through the network as one batch, so BatchNorm sees both domains (and γ = 0 adds nothing to
+the loss or gradients, while D is still computed and reported).
+
+Under data-parallel training, ``gather_discrepancy`` (default) computes a non-adversarial ``D``
+on the inputs of all processes (features, instance weights, and logits and labels for measures
+that use them), gathered with gradients: W processes × batch B give the loss and gradients of
+one process × batch W·B. Adversarial measures are per-sample losses, which DDP's gradient
+averaging already makes exact; they are never gathered. ``False`` computes ``D`` on each
+process's own batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dalib.discrepancy import DISCREPANCIES
+from dalib.distributed import gather_inputs, world_size
+from dalib.errors import DalibError
+from dalib.network import Network
+from dalib.registry import Spec
+from dalib.schedules import make_schedule
+from dalib.target_losses import TARGET_LOSSES
+from dalib.transfer.distillation import Distillation
+from dalib.transfer.parameters import Snapshot, half_squared_distance
+
+ScheduleSpec = float | str | Mapping[str, Any]
+Batch = Mapping[str, Sequence[torch.Tensor]]
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+) -> torch.Tensor:
+    """Cross-entropy; with weights, ``Σ w_i·ce_i / Σ w_i`` over the batch."""
+    if w is None:
+        return F.cross_entropy(logits, y)
+    return (w * F.cross_entropy(logits, y, reduction="none")).sum() / w.sum().clamp_min(1e-12)
+
+
+class Objective(nn.Module):
+    """Every term of ``L`` for one paired batch: ``terms = objective(network, batch, progress)``.
+
+    ``network`` (a ``Network``) sizes the discrepancy and gives L2-SP's θ₀ (its backbone now);
+    it is not held: the objective is called with the network each time. Its own modules (an
+    adversarial discriminator, θ₀, the distillation teacher) are in its ``state_dict``.
+    ``source_weights``: per-sample weights of the whole source training set (set by
+    ``ImportanceWeighting``); with them and indexed source batches ``(x, y, index)``, ``L_s`` and
+    ``D`` are weighted. ``None``: unweighted.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        discrepancy: Spec | None = None,
+        gamma: ScheduleSpec = 1.0,
+        target_loss: Spec | None = None,
+        lambda_t: ScheduleSpec = 1.0,
+        gather_discrepancy: bool = True,
+        l2_sp: float = 0.0,
+        unshared: float = 0.0,
+        distillation: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in [("l2_sp", l2_sp), ("unshared", unshared)]:
+            if not (math.isfinite(value) and value >= 0):
+                raise DalibError(f"{name} must be a finite number >= 0, got {value}")
+        self.discrepancy = (
+            None
+            if discrepancy is None
+            else DISCREPANCIES.build(
+                discrepancy, in_features=network.out_features, num_classes=network.num_classes
+            )
+        )
+        self.gamma = make_schedule(gamma, "gamma")
+        self.target_loss = (
+            None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
+        )
+        self.lambda_t = make_schedule(lambda_t, "lambda_t")
+        self.gather_discrepancy = gather_discrepancy
+        self.l2_sp = l2_sp
+        self.start_weights = Snapshot(network.backbone) if l2_sp > 0 else None
+        self.unshared = unshared
+        self.distillation = (
+            None
+            if distillation is None
+            else Distillation.from_spec(distillation, network.num_classes)
+        )
+        self.source_weights: torch.Tensor | None = None
+        #: whether the objective needs the target batch (else: source-only, target skipped)
+        self.uses_target_batch = (
+            self.discrepancy is not None
+            or self.target_loss is not None
+            or network.target_backbone is not None
+            or (self.distillation is not None and "target" in self.distillation.domains)
+        )
+
+    def start(self, network: Network) -> None:
+        """What a run starting from scratch takes as it starts: L2-SP's θ₀ (``network``'s
+        backbone now, after ``init_from``) and the distillation teacher (read from its file)."""
+        if self.start_weights is not None:
+            self.start_weights.take(network.backbone)
+        if self.distillation is not None:
+            self.distillation.load_teacher(next(network.parameters()).device)
+
+    def forward(self, network: Network, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        """Every named term for one paired batch ``{"source": (x, y[, index]), "target": (x, y)}``
+        at progress ``p``, the weights ``gamma``, ``lambda_t`` in use, the weighted total
+        ``loss``, and ``logits_s`` (the source logits, detached, for the training accuracy)."""
+        x_s, y_s = batch["source"][:2]
+        w_s = self.batch_source_weights(batch)
+        if not self.uses_target_batch:
+            x_t = y_t = f_s = f_t = logits_t = None
+            logits_s = network.head(network.features(x_s, "source"))
+        else:
+            x_t, y_t = batch["target"][:2]
+            f = network.paired_features(x_s, x_t)
+            f_s, f_t = f.split([len(x_s), len(x_t)])
+            logits_s, logits_t = network.head(f).split([len(x_s), len(x_t)])
+
+        terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
+        loss = terms["source_ce"]
+        terms["logits_s"] = logits_s.detach()
+        if self.target_loss is not None:
+            weight = self.lambda_t(progress)
+            terms["target_loss"] = self.target_loss(logits_t, y_t)
+            terms["lambda_t"] = torch.tensor(weight)
+            if weight != 0:
+                loss = loss + weight * terms["target_loss"]
+        if self.discrepancy is not None:
+            weight = self.gamma(progress)
+            inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s)
+            if self.gathers_discrepancy():
+                inputs = gather_inputs(self.discrepancy, inputs)
+            terms["discrepancy"] = self.discrepancy(**inputs)
+            terms["gamma"] = torch.tensor(weight)
+            if weight != 0:
+                loss = loss + weight * terms["discrepancy"]
+        for name, weight, value in self.transfer_terms(network, x_s, x_t, logits_s, logits_t):
+            terms[name] = value
+            loss = loss + weight * value
+        terms["loss"] = loss
+        return terms
+
+    def transfer_terms(self, network: Network, x_s, x_t, logits_s, logits_t):
+        """``(name, weight, value)`` of the parameter-transfer and distillation terms in use."""
+        if self.start_weights is not None:
+            yield "l2_sp", self.l2_sp, self.start_weights.half_squared_distance(network.backbone)
+        if network.target_backbone is not None:
+            distance = half_squared_distance(network.backbone, network.target_backbone)
+            yield "unshared_distance", self.unshared, distance
+        if self.distillation is not None:
+            value = self.distillation(
+                {"source": logits_s, "target": logits_t}, {"source": x_s, "target": x_t}
+            )
+            yield "distillation", self.distillation.weight, value
+
+    def gathers_discrepancy(self) -> bool:
+        """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""
+        return self.gather_discrepancy and not self.discrepancy.adversarial and world_size() > 1
+
+    def batch_source_weights(self, batch: Batch) -> torch.Tensor | None:
+        """The source batch's instance weights: ``source_weights`` at its sample indices."""
+        if self.source_weights is None or len(batch["source"]) < 3:
+            return None
+        return self.source_weights.to(batch["source"][0].device)[batch["source"][2]]
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The objective's trained parameters (an adversarial discriminator's, ``discrepancy.…``);
+        not the distillation teacher's, which stay frozen."""
+        return (
+            (name, p) for name, p in self.named_parameters() if not name.startswith("distillation.")
+        )
