@@ -189,4 +189,4 @@ def test_resnet18_trains_end_to_end_in_the_module():
     logits = module(torch.randn(4, 3, 64, 64))
     assert logits.shape == (4, 5)
     nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
-    assert module.backbone.body.conv1.weight.grad.abs().sum() > 0
+    assert module.network.backbone.body.conv1.weight.grad.abs().sum() > 0

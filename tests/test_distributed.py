@@ -61,7 +61,7 @@ def shard(batch: dict, rank: int) -> dict:
 
 
 def extractor(module: DomainAdaptationModule) -> list[nn.Parameter]:
-    return list(module.backbone.parameters())
+    return list(module.network.backbone.parameters())
 
 
 class Discrepancy(nn.Module):
@@ -79,16 +79,16 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     """Each measure's discrepancy on this rank's half of the batch, and DDP's averaged gradient."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    import dalib.module
+    import dalib.objective
 
     gathered_calls = []
-    gather_inputs = dalib.module.gather_inputs
+    gather_inputs = dalib.objective.gather_inputs
 
     def counted(measure, inputs):
         gathered_calls.append(type(measure).__name__)
         return gather_inputs(measure, inputs)
 
-    dalib.module.gather_inputs = counted
+    dalib.objective.gather_inputs = counted
     results = {}
     for name, options in [(m, {}) for m in GATHERED] + [
         ("mmd", {"gather_discrepancy": False}),

@@ -16,12 +16,12 @@ def test_measure_trains_and_reloads_from_a_checkpoint(name, tmp_path):
         num_classes=data.num_classes, input_shape=data.input_shape, bottleneck_dim=16,
         discrepancy={"name": name}, gamma=1.0,
     )  # fmt: skip
-    before = [p.detach().clone() for p in model.backbone.parameters()]
+    before = [p.detach().clone() for p in model.network.backbone.parameters()]
     trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(model, data)
     assert torch.isfinite(trainer.callback_metrics["train/discrepancy"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters(),
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.network.backbone.parameters(),
                                                      strict=True))  # fmt: skip
     (ckpt,) = tmp_path.rglob("*.ckpt")
     reloaded = DomainAdaptationModule.load_from_checkpoint(ckpt)

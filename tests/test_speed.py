@@ -66,7 +66,7 @@ def test_channels_last_changes_the_layout_not_the_outputs():
                                   bottleneck_dim=500).eval()  # fmt: skip
     fast.load_state_dict(plain.state_dict())
     SpeedOptions(channels_last=True).setup(None, fast, "fit")
-    conv = fast.backbone[3].weight  # 20 input channels: the two layouts differ
+    conv = fast.network.backbone[3].weight  # 20 input channels: the two layouts differ
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     x = torch.rand(8, 1, 28, 28)
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)

@@ -73,6 +73,7 @@ def test_distilled_student_matches_its_teacher_far_better(teacher_checkpoint):
 def test_cross_domain_distillation_term_on_both_batches(teacher_checkpoint):
     spec = {"teacher": str(teacher_checkpoint), "temperature": 2.0, "domains": ["source", "target"]}
     module = student(distillation=spec, discrepancy="dann").eval()
+    module.start()
     teacher = DomainAdaptationModule.load_from_checkpoint(teacher_checkpoint).eval()
     g = torch.Generator().manual_seed(0)
     x_s, x_t = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g) + 1
@@ -81,8 +82,12 @@ def test_cross_domain_distillation_term_on_both_batches(teacher_checkpoint):
     with torch.no_grad():
         expected = 0.5 * sum(distillation_loss(module(x), teacher(x), 2.0) for x in (x_s, x_t))
     torch.testing.assert_close(terms["distillation"].detach(), expected)
-    assert not any(p.requires_grad for p in module.distillation.teacher.model.parameters())
-    assert not any(k.startswith("teacher") for k in module.state_dict())  # not in checkpoints
+    teacher_parameters = module.objective.distillation.teacher.parameters()
+    assert not any(p.requires_grad for p in teacher_parameters)
+    groups = module.optimization.parameter_groups(module.network, module.objective)
+    trained = {id(p) for group in groups for p in group["params"]}
+    assert not trained & {id(p) for p in module.objective.distillation.teacher.parameters()}
+    assert any(k.startswith("objective.distillation.teacher.") for k in module.state_dict())
 
 
 @pytest.mark.parametrize(
@@ -95,11 +100,12 @@ def test_cross_domain_distillation_term_on_both_batches(teacher_checkpoint):
 )
 def test_bad_distillation_options_are_clear_errors(spec, message):
     with pytest.raises(DalibError, match=message):
-        student(distillation=spec)
+        student(distillation=spec).start()  # the teacher's file is read as a fit starts
 
 
 def test_teacher_with_other_classes_is_refused(teacher_checkpoint):
+    module = DomainAdaptationModule(
+        num_classes=2, input_shape=(2,), distillation={"teacher": str(teacher_checkpoint)}
+    )
     with pytest.raises(DalibError, match="predicts 3 classes, the student 2"):
-        DomainAdaptationModule(
-            num_classes=2, input_shape=(2,), distillation={"teacher": str(teacher_checkpoint)}
-        )
+        module.start()

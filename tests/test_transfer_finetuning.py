@@ -1,5 +1,6 @@
 """Fine-tuning: frozen parts stay put, unfreezing follows its schedule, per-layer learning rates."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.errors import DalibError
+from dalib.optim import trained_parameters
 from dalib.transfer import Finetuning, backbone_layers
 from tests.conftest import REPO, only_result, quiet_fit, run_dalib
 
@@ -30,7 +32,10 @@ def toy_module(**options) -> DomainAdaptationModule:
 
 
 def snapshot(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    """The network's and the objective's weights, named relative to each (``backbone.0.weight``,
+    ``discrepancy.…``)."""
+    state = {**module.network.state_dict(), **module.objective.state_dict()}
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
 class Recorder(pl.Callback):
@@ -58,7 +63,7 @@ def test_frozen_parameters_and_batchnorm_statistics_do_not_change():
         if key.startswith(("backbone.", "bottleneck.")):
             assert torch.equal(start[key], end[key]), key
     assert changed(start, end, "head.") and changed(start, end, "discrepancy.")
-    assert all(p.requires_grad is False for p in module.backbone.parameters())
+    assert all(p.requires_grad is False for p in module.network.backbone.parameters())
 
 
 def test_unfreezing_happens_at_the_scheduled_step():
@@ -73,7 +78,7 @@ def test_unfreezing_happens_at_the_scheduled_step():
 
 def test_gradual_unfreezing_releases_the_top_layer_first():
     module = toy_module()
-    names = [name for name, _ in backbone_layers(module.backbone)]
+    names = [name for name, _ in backbone_layers(module.network.backbone)]
     assert names == ["1", "3", "5"]  # the MLP's three linear layers, input first
     recorder = Recorder()
     fit(module, [Finetuning(freeze_depth=-1, unfreeze_every=2, interval="step"), recorder], 7)
@@ -93,7 +98,7 @@ def test_unfreezing_by_epoch_and_a_frozen_batchnorm_back_in_train_mode():
 
     class Modes(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-            trainer_epochs.append((trainer.current_epoch, pl_module.bottleneck[1].training))
+            trainer_epochs.append((trainer.current_epoch, pl_module.network.bottleneck[1].training))
 
     fit(module, [Finetuning(freeze=["bottleneck"], unfreeze_at={1: ["bottleneck"]}), Modes()], 8)
     assert trainer_epochs == [(0, False)] * 4 + [(1, True)] * 4
@@ -111,9 +116,9 @@ def test_layer_learning_rate_multipliers_are_applied():
     )
     expected = {"backbone.1.": 0.5 * 0.01, "backbone.3.": 0.2, "backbone.5.": 0.5, "head.": 1.0}
     expected |= {"bottleneck.": 1.0, "discrepancy.": 3.0}
-    optimizer = module.configure_optimizers()
+    optimizer, _ = module.optimization.build(module.network, module.objective, math.inf)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-    params = dict(module.named_parameters())
+    params = dict(trained_parameters(module.network, module.objective))
     before = {name: p.detach().clone() for name, p in params.items()}
     x = torch.randn(16, 2)
     batch = {"source": (x, torch.randint(0, 2, (16,))), "target": (x + 1, torch.zeros(16).long())}
@@ -167,11 +172,11 @@ def test_fine_tuning_config_runs_from_the_command_line(tmp_path):
 def test_backbone_layers_of_torchvision_networks():
     mobilenet = DomainAdaptationModule(
         num_classes=3, input_shape=(3, 32, 32), backbone="mobilenet_v2"
-    ).backbone
+    ).network.backbone
     names = [name for name, _ in backbone_layers(mobilenet)]
     assert names == [f"body.features.{i}" for i in range(19)]
     resnet = DomainAdaptationModule(num_classes=3, input_shape=(3, 32, 32), backbone="resnet18")
-    names = [name for name, _ in backbone_layers(resnet.backbone)]
+    names = [name for name, _ in backbone_layers(resnet.network.backbone)]
     assert names == ["body.conv1", "body.bn1"] + [f"body.layer{i}" for i in range(1, 5)]
 
 
@@ -188,12 +193,14 @@ def test_frozen_pretrained_mobilenet_gives_its_eval_features_in_train_mode():
     )
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
-        reference = module.eval().backbone(x)
+        reference = module.eval().network.backbone(x)
         module.train()
-        batch_statistics = module.backbone(x)  # BatchNorm normalising with the batch's statistics
+        batch_statistics = module.network.backbone(
+            x
+        )  # BatchNorm normalising with the batch's statistics
         Finetuning(freeze_depth=17).setup(SimpleNamespace(world_size=1), module, "fit")
         assert module.training
-        frozen_part = module.backbone.body.features[:17](x)  # train mode, BN frozen in eval
-        eval_part = module.eval().backbone.body.features[:17](x)
+        frozen_part = module.network.backbone.body.features[:17](x)  # train mode, BN frozen in eval
+        eval_part = module.eval().network.backbone.body.features[:17](x)
     assert not torch.allclose(batch_statistics, reference, atol=1e-3)
     torch.testing.assert_close(frozen_part, eval_part)

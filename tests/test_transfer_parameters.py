@@ -24,7 +24,7 @@ def pretrained(tmp_path_factory):
     trainer = train(module, 100, {"name": "moons"})
     path = tmp_path_factory.mktemp("pretrained") / "moons.ckpt"
     trainer.save_checkpoint(path)
-    return path, {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    return path, {k: v.clone() for k, v in module.network.backbone.state_dict().items()}
 
 
 def distance(network, start) -> float:
@@ -32,20 +32,23 @@ def distance(network, start) -> float:
 
 
 def backbone_distance(module, start) -> float:
-    return distance(module.backbone, start)
+    return distance(module.network.backbone, start)
 
 
 def test_init_from_copies_the_backbone_weights(pretrained):
     path, start = pretrained
     module = DomainAdaptationModule(num_classes=2, input_shape=(2,), backbone=MLP, init_from=path)
+    assert backbone_distance(module, start) > 0  # read as a fit starts, not at construction
+    module.start()
     assert backbone_distance(module, start) == 0.0
 
 
 def test_init_from_a_different_backbone_is_a_clear_error(pretrained):
+    module = DomainAdaptationModule(
+        num_classes=2, input_shape=(2,), backbone={"name": "mlp"}, init_from=pretrained[0]
+    )
     with pytest.raises(DalibError, match=r"backbone weights in .* do not fit this model"):
-        DomainAdaptationModule(
-            num_classes=2, input_shape=(2,), backbone={"name": "mlp"}, init_from=pretrained[0]
-        )
+        module.start()
 
 
 def test_l2_sp_keeps_weights_closer_to_their_start_than_plain_fine_tuning(pretrained):
@@ -60,8 +63,9 @@ def test_l2_sp_keeps_weights_closer_to_their_start_than_plain_fine_tuning(pretra
         train(module, 150, blobs)
         distances[l2_sp] = backbone_distance(module, start)
         if l2_sp:
-            group = next(g for g in module.optimizers().optimizer.param_groups
-                         if any(p is module.backbone[1].weight for p in g["params"]))  # fmt: skip
+            weight = module.network.backbone[1].weight
+            groups = module.optimizers().optimizer.param_groups
+            group = next(g for g in groups if any(p is weight for p in g["params"]))
             assert group["weight_decay"] == 0.0  # L2-SP replaces decay towards zero
     assert distances[1.0] < 0.25 * distances[0.0], distances
 
@@ -71,12 +75,13 @@ def test_l2_sp_term_is_half_the_squared_distance_to_the_start(pretrained):
     module = DomainAdaptationModule(
         num_classes=2, input_shape=(2,), backbone=MLP, init_from=path, l2_sp=0.5
     )
+    module.start()
     with torch.no_grad():
-        for p in module.backbone.parameters():
+        for p in module.network.backbone.parameters():
             p.add_(0.1)
     batch = {"source": (torch.randn(4, 2), torch.zeros(4).long()), "target": None}
     terms = module.compute_losses(batch, progress=0.0)
-    expected = 0.5 * sum(p.numel() * 0.01 for p in module.backbone.parameters())
+    expected = 0.5 * sum(p.numel() * 0.01 for p in module.network.backbone.parameters())
     assert float(terms["l2_sp"].detach()) == pytest.approx(expected, rel=1e-4)
     assert float(terms["loss"].detach()) == pytest.approx(
         float(terms["source_ce"].detach()) + 0.5 * expected
@@ -92,15 +97,21 @@ def test_unshared_extractors_separate_and_the_tie_holds_them_together(pretrained
             num_classes=2, input_shape=(2,), backbone=MLP, init_from=path, discrepancy="coral",
             unshared=tie, lr=0.05,
         )  # fmt: skip
-        assert distance(module.target_backbone, module.backbone.state_dict()) == 0
+        module.start()
+        assert distance(module.network.target_backbone, module.network.backbone.state_dict()) == 0
         train(module, 100, {"name": "moons", "angle": 50})
-        distances[tie] = distance(module.target_backbone, module.backbone.state_dict())
+        distances[tie] = distance(
+            module.network.target_backbone, module.network.backbone.state_dict()
+        )
     assert distances[0.0] > 0  # θ_s ≠ θ_t: each domain trains its own extractor
     assert distances[10.0] < 0.25 * distances[0.0], distances
     x = torch.randn(5, 2)
     module.eval()
     with torch.no_grad():  # target data goes through θ_t, source data through θ_s
-        torch.testing.assert_close(module(x), module.head(module.target_backbone(x)))
         torch.testing.assert_close(
-            module.features(x, "source"), module.bottleneck(module.backbone(x))
+            module(x), module.network.head(module.network.target_backbone(x))
+        )
+        torch.testing.assert_close(
+            module.network.features(x, "source"),
+            module.network.bottleneck(module.network.backbone(x)),
         )

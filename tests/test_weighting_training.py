@@ -22,7 +22,7 @@ def test_callback_weights_reach_the_loss_and_the_discrepancy(tmp_path):
     )
     data = DomainDataModule(iterations_per_epoch=2)
     quiet_fit(module, data, [ImportanceWeighting("ulsif", options={"alpha": 1.0})], max_epochs=1)
-    w_all = module.source_weights
+    w_all = module.objective.source_weights
     assert w_all is not None and len(w_all) == len(data.splits["source_train"])
     assert w_all.std() > 0.05  # rotated moons: the weights are not uniform
 
@@ -33,15 +33,15 @@ def test_callback_weights_reach_the_loss_and_the_discrepancy(tmp_path):
     x_s, y_s, idx = source
     w = w_all[idx]
     with torch.no_grad():
-        f_s, f_t = module.features(x_s), module.features(target[0])
-        log_p = torch.log_softmax(module.head(f_s), dim=1)
+        f_s, f_t = module.network.features(x_s), module.network.features(target[0])
+        log_p = torch.log_softmax(module.network.head(f_s), dim=1)
     ce = -log_p[torch.arange(len(y_s)), y_s].numpy()
     expected_ce = float((w.numpy() * ce).sum() / w.numpy().sum())
     assert abs(float(terms["source_ce"].detach()) - expected_ce) < 1e-5
     assert abs(expected_ce - ce.mean()) > 1e-4  # weighting changed L_s
     with torch.no_grad():
-        weighted = module.discrepancy(f_s, f_t, w_s=w)
-        unweighted = module.discrepancy(f_s, f_t)
+        weighted = module.objective.discrepancy(f_s, f_t, w_s=w)
+        unweighted = module.objective.discrepancy(f_s, f_t)
     assert abs(float(terms["discrepancy"].detach()) - float(weighted)) < 1e-5
     assert abs(float(weighted) - float(unweighted)) > 1e-6
 
