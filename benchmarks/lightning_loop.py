@@ -2,9 +2,10 @@
 objective, optimiser and batches) as the smallest LightningModule a user would write, with no
 dalib, callbacks, logger, checkpoints, progress bar or validation.
 
-Manual optimisation (``manual_backward``, the optimiser and LR scheduler stepped in
-``training_step``) and a ``CombinedLoader`` of the two domains' loaders: what is left over the
-bare loop is the cost of Lightning's training loop itself, below which ``dalib fit`` cannot go.
+Automatic optimisation (``training_step`` returns the loss; Lightning runs backward, the
+optimiser step and the per-step LR schedule), as dalib's module does, and a ``CombinedLoader`` of
+the two domains' loaders: what is left over the bare loop is the cost of Lightning's training
+loop itself, below which ``dalib fit`` cannot go.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import warnings
 
 import pytorch_lightning as pl
+import torch
 from bare_loop import build, objective, sampled_loader, step_times
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import Dataset
@@ -21,22 +23,16 @@ from torch.utils.data import Dataset
 class MinimalModule(pl.LightningModule):
     def __init__(self, steps: int, dann: bool, lr: float, bottleneck: int, fully_connected: bool):
         super().__init__()
-        self.automatic_optimization = False
         self.steps = steps
         self.net, self.optimizer, self.scheduler = build(
             steps, dann, lr, bottleneck, fully_connected
         )
         self.starts: list[tuple[float, float]] = []
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.starts.append((time.perf_counter(), time.process_time()))
         (x_s, y_s), (x_t, _) = batch["source"], batch["target"]
-        loss = objective(self.net, x_s, y_s, x_t, batch_idx / self.steps)
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-        self.lr_schedulers().step()
+        return objective(self.net, x_s, y_s, x_t, batch_idx / self.steps)
 
     def configure_optimizers(self):
         return {
