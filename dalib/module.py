@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -110,15 +111,14 @@ class DomainAdaptationModule(pl.LightningModule):
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
-        self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
+        accuracy = partial(MulticlassAccuracy, num_classes, average="micro")
+        self.train_source_acc = accuracy()
         # (predicted class, label) of the latest source batches: the accuracy metric sees them
         # at each log (or every PENDING_PREDICTIONS steps), as its update costs more than an argmax
         self._train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
         # torchmetrics, not a logged tensor with sync_dist: Lightning's synced mean truncates when
         # the processes hold different numbers of evaluation samples
-        self.eval_acc = per_stage_and_domain(
-            lambda: MulticlassAccuracy(num_classes, average="micro")
-        )
+        self.eval_acc = per_stage_and_domain(accuracy)
         self.eval_ce = per_stage_and_domain(MeanMetric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,10 +147,11 @@ class DomainAdaptationModule(pl.LightningModule):
         if not self.started:
             self.start()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         terms = self.compute_losses(batch, self.progress())
         self._train_predictions.append((terms.pop("logits_s").argmax(1), batch["source"][1]))
-        logs = self.logs_this_step()
+        every, last = self.trainer.log_every_n_steps, self.trainer.is_last_batch
+        logs = (self.global_step + 1) % every == 0 or last  # a step the trainer logs
         if logs or len(self._train_predictions) == PENDING_PREDICTIONS:
             predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
             self._train_predictions.clear()
@@ -166,11 +167,6 @@ class DomainAdaptationModule(pl.LightningModule):
             self.train_source_acc.reset()
         # the terms go to on_train_batch_end's outputs: FiniteGuard names them if the loss is NaN
         return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
-
-    def logs_this_step(self) -> bool:
-        """Whether the trainer writes logs at this step (its ``log_every_n_steps``)."""
-        trainer = self.trainer
-        return (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The distillation teacher's architecture (its weights are in the state_dict)."""
@@ -192,10 +188,8 @@ class DomainAdaptationModule(pl.LightningModule):
         if dataloader_idx >= len(EVAL_DOMAINS):  # unlabelled target samples, for selection only
             return outputs
         domain = EVAL_DOMAINS[dataloader_idx]
-        accuracy, mean_ce = (
-            self.eval_acc[stage][dataloader_idx],
-            self.eval_ce[stage][dataloader_idx],
-        )
+        accuracy = self.eval_acc[stage][dataloader_idx]
+        mean_ce = self.eval_ce[stage][dataloader_idx]
         accuracy(logits, y)
         mean_ce(F.cross_entropy(logits, y, reduction="none"))
         for name, metric, bar in [("acc", accuracy, True), ("ce", mean_ce, False)]:
