@@ -115,3 +115,17 @@ def test_unshared_extractors_separate_and_the_tie_holds_them_together(pretrained
             module.network.features(x, "source"),
             module.network.bottleneck(module.network.backbone(x)),
         )
+
+
+def test_init_from_reads_a_checkpoint_of_dalib_0_1s_flat_layout(pretrained, tmp_path):
+    """dalib 0.1 named the weights ``backbone.…``, ``discrepancy.…`` (no ``network.`` prefix)."""
+    path, start = pretrained
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {
+        key.partition(".")[2]: value for key, value in checkpoint["state_dict"].items()
+    }
+    old = tmp_path / "flat.ckpt"
+    torch.save(checkpoint, old)
+    module = DomainAdaptationModule(num_classes=2, input_shape=(2,), backbone=MLP, init_from=old)
+    module.start()
+    assert backbone_distance(module, start) == 0.0
