@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from dalib.console import OneLineArgumentParser, fail, quiet_lightning
 from dalib.errors import DalibError
@@ -105,7 +105,9 @@ class DalibCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Check the files the command reads and writes before anything runs; then resolve
         ``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
-        check_paths(self.subcommand, self.config[self.subcommand])
+        check_paths(
+            self.subcommand, self.config[self.subcommand] if self.subcommand else self.config
+        )
         if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
             return
         logger = self.config.fit.trainer.logger
@@ -303,6 +305,9 @@ def run_lightning(arguments: list[str]) -> None:
     from dalib.module import DomainAdaptationModule
 
     quiet_lightning()
+    # validate/test keep their config in their record; Lightning's SaveConfigCallback would
+    # write config.yaml into the logger's folder, the working directory when there is no logger.
+    evaluating = arguments[:1] in (["validate"], ["test"])
     # LightningCLI reads the command line from sys.argv; given `args` as well, it warns.
     saved, sys.argv = sys.argv, ["dalib", *arguments]
     try:
@@ -312,6 +317,7 @@ def run_lightning(arguments: list[str]) -> None:
             seed_everything_default=0,
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
+            save_config_callback=None if evaluating else SaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             parser_class=DalibArgumentParser,
             parser_kwargs={"description": command_parser().description},

@@ -313,8 +313,12 @@ def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int
     for run, exitcode in finished:
         done += 1
         result = output / run.run_id / RESULT_FILE
-        if exitcode == 0 and result.is_file():
-            status = f"target_acc={read_record(result)['target_acc']:.4f}"
+        try:
+            record = read_record(result) if exitcode == 0 else None
+        except DalibError:  # the run's own log says what went wrong
+            record = None
+        if record is not None:
+            status = f"target_acc={record['target_acc']:.4f}"
         else:
             failed += 1
             status = f"FAILED (exit {exitcode}; see {output / run.run_id}/log.txt)"
