@@ -78,15 +78,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--note", default="", help="a line on the conditions, for the table")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     medians = measure(args.repeats)
+    load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     help_ratio = medians["dalib --help"]["wall_ratio"]
     record = {
-        "command": "python benchmarks/startup.py " + " ".join(sys.argv[1:]),
+        "command": f"python benchmarks/startup.py --repeats {args.repeats}",
         "repeats": args.repeats,
         "target_help_over_lightning": TARGET,
         "help_over_lightning_wall_median_ratio": help_ratio,
         "meets_target": help_ratio <= TARGET,
         "note": args.note,
+        "load": load,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
         "medians": medians,
@@ -99,7 +102,7 @@ def main() -> None:
         f"`{record['command']}`; median of {args.repeats} fresh processes each, interleaved. "
         f"Target: `dalib --help` ≤ {TARGET}x `import pytorch_lightning`.",
         "",
-        f"Machine: {record['machine']}. {args.note}".rstrip(),
+        f"Machine: {record['machine']}; {load}. {args.note}".rstrip(),
         "",
         "| command | wall (s) | CPU (s) | wall / Lightning | CPU / Lightning |",
         "|---|---|---|---|---|",

@@ -152,11 +152,15 @@ class DalibCLI(LightningCLI):
 
     def after_validate(self) -> None:
         ckpt_path = self.config.validate.ckpt_path
-        self.write_record("validate_result.json", {"ckpt_path": ckpt_path}, evaluated(ckpt_path))
+        self.write_record(
+            "validate_result.json", {"ckpt_path": ckpt_path}, evaluated_run_folder(ckpt_path)
+        )
 
     def after_test(self) -> None:
         ckpt_path = self.config.test.ckpt_path
-        self.write_record("test_result.json", {"ckpt_path": ckpt_path}, evaluated(ckpt_path))
+        self.write_record(
+            "test_result.json", {"ckpt_path": ckpt_path}, evaluated_run_folder(ckpt_path)
+        )
 
     def metrics(self) -> dict[str, float]:
         """The latest logged scalar metrics."""
@@ -238,7 +242,7 @@ def selection_record(
     }
 
 
-def evaluated(ckpt_path: str | None) -> Path | None:
+def evaluated_run_folder(ckpt_path: str | None) -> Path | None:
     """The run folder of the checkpoint ``validate``/``test`` evaluated, if given as a file."""
     return (
         checkpoint_run_directory(Path(ckpt_path))
@@ -320,7 +324,10 @@ def run_lightning(arguments: list[str]) -> None:
             save_config_callback=None if evaluating else SaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             parser_class=DalibArgumentParser,
-            parser_kwargs={"description": command_parser().description},
+            parser_kwargs={
+                "description": command_parser().description,
+                **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+            },
         )
     finally:
         sys.argv = saved
