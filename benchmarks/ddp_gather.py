@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dalib import DomainAdaptationModule
-from dalib.results import library_versions
+from dalib.records import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

@@ -35,7 +35,7 @@ from torch.utils.data import TensorDataset
 
 from dalib import DomainAdaptationModule, DomainDataModule
 from dalib.data import DATASETS, DomainPair
-from dalib.results import library_versions
+from dalib.records import library_versions
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10

@@ -30,7 +30,7 @@ from dalib_runs import REPO, write_results
 from dalib import DATASETS, DomainAdaptationModule, DomainDataModule
 from dalib.data.digits import DigitImages, load_digits
 from dalib.data.domains import DomainPair
-from dalib.results import library_versions
+from dalib.records import library_versions
 from dalib.transfer import Finetuning
 
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_torchvision.pt"

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from dalib.report import load_records, write_report
+from dalib.records import load_records
+from dalib.report import write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

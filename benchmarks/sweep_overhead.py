@@ -27,6 +27,7 @@ import torch
 import yaml
 from dalib_runs import REPO, write_results
 
+from dalib.cli import main as dalib_main
 from dalib.report import write_report
 from dalib.sweep import run_sweep
 
@@ -47,7 +48,7 @@ def main() -> None:
     }  # fmt: skip
     (work / "sweep.yaml").write_text(yaml.safe_dump(spec))
     start = time.perf_counter()
-    failed = run_sweep(work / "sweep.yaml")
+    failed = run_sweep(work / "sweep.yaml", dalib_main)
     sweep_s = time.perf_counter() - start
     if failed:
         raise SystemExit(f"{failed} runs failed; see {work}")

@@ -1,12 +1,33 @@
-"""dalib: domain adaptation as one objective, ``L = L_s + λ·L_t + γ·D(h(X_s), h(X_t))``."""
+"""dalib: domain adaptation as one objective, ``L = L_s + λ·L_t + γ·D(h(X_s), h(X_t))``.
 
-from dalib.data import DATASETS, DomainDataModule
-from dalib.discrepancy import DISCREPANCIES, Discrepancy
-from dalib.errors import DalibError
-from dalib.module import DomainAdaptationModule
-from dalib.schedules import SCHEDULES
-from dalib.target_losses import TARGET_LOSSES
+The names below load on first use (PEP 562), so that ``import dalib.<module>`` and the ``dalib``
+command pay only for the modules they use.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dalib.data import DATASETS, DomainDataModule
+    from dalib.discrepancy import DISCREPANCIES, Discrepancy
+    from dalib.errors import DalibError
+    from dalib.module import DomainAdaptationModule
+    from dalib.schedules import SCHEDULES
+    from dalib.target_losses import TARGET_LOSSES
+
+#: Each public name and the module that defines it.
+EXPORTS = {
+    "DATASETS": "dalib.data",
+    "DISCREPANCIES": "dalib.discrepancy",
+    "SCHEDULES": "dalib.schedules",
+    "TARGET_LOSSES": "dalib.target_losses",
+    "DalibError": "dalib.errors",
+    "Discrepancy": "dalib.discrepancy",
+    "DomainAdaptationModule": "dalib.module",
+    "DomainDataModule": "dalib.data",
+}
 __all__ = [
     "DATASETS",
     "DISCREPANCIES",
@@ -17,3 +38,15 @@ __all__ = [
     "DomainAdaptationModule",
     "DomainDataModule",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in EXPORTS:
+        raise AttributeError(f"module 'dalib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *EXPORTS})

@@ -1,43 +1,63 @@
-"""The ``dalib`` command: Lightning's CLI over the module and data module, plus run records.
+"""The ``dalib`` command: ``fit``, ``validate``, ``test`` (Lightning's CLI), ``sweep``, ``report``.
 
 ``dalib fit -c experiments/toy/dann.yaml --model.gamma 0.5`` trains and writes ``result.json``
 in the run directory; ``dalib validate`` and ``dalib test`` evaluate a checkpoint
-(``--ckpt_path``); ``dalib sweep`` runs many fits and ``dalib report`` tabulates them. Bad
-input stops with one line, ``dalib: error: ...``, and exit status 2.
+(``--ckpt_path``) and write their record beside it; ``dalib sweep`` runs many fits and ``dalib
+report`` tabulates them. Bad input stops with one line, ``dalib: error: ...``, and exit status 2.
+
+``dalib --help`` and the command dispatch import neither the model nor the datasets: those load
+only when a Lightning command runs (the first line of ``run_lightning``).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import Callback, ProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from dalib import report, sweep
-from dalib.data import DomainDataModule
+from dalib.console import OneLineArgumentParser, fail, quiet_lightning
 from dalib.errors import DalibError
-from dalib.module import DomainAdaptationModule
 from dalib.progress import ThrottledProgressBar
-from dalib.results import library_versions, write_json_atomic
+from dalib.records import (
+    EMBEDDING_FILE,
+    RESULT_FILE,
+    checkpoint_run_directory,
+    library_versions,
+    run_directory,
+    write_json_atomic,
+)
 from dalib.resume import find_last_checkpoint
-from dalib.selection import SelectionTracker
 from dalib.step_stats import StepStats
 
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
+    from pytorch_lightning import Trainer
+
+    from dalib.selection import SelectionTracker
+
 T = TypeVar("T")
-RESULT_FILE = "result.json"
-EMBEDDING_FILE = "embedding.pt"  # the last validation's features, for `dalib report --plots`
+COMMANDS = {
+    "fit": "train a model of a config; writes result.json in its run folder",
+    "validate": "evaluate a checkpoint (--ckpt_path) on the validation sets; record beside it",
+    "test": "evaluate a checkpoint (--ckpt_path) on the test sets; record beside it",
+    "sweep": "run many fits: methods x tasks x hyper-parameters x seeds (a sweep YAML)",
+    "report": "tabulate the run records under a folder (Markdown, CSV, plots)",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+CHECKPOINT_NAMES = ("best", "last", "hpc")  # --ckpt_path values Lightning resolves itself
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
         "class_path": "pytorch_lightning.loggers.CSVLogger",
         "init_args": {"save_dir": "runs"},
     },
     "log_every_n_steps": 50,  # Lightning's default; a logging step costs ~2 ms on a CPU
+    "enable_model_summary": False,  # `--trainer.enable_model_summary true` prints it
 }
 
 
@@ -47,18 +67,17 @@ class DalibArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:
             return super().error(message, ex)
-        first_line = " ".join(message.split()) or "invalid arguments"
         prog = self.prog.replace(" [options]", "")
-        print(f"dalib: error: {first_line} (see `{prog} --help`)", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{message or 'invalid arguments'} (see `{prog} --help`)")
 
 
 class DalibCLI(LightningCLI):
     """Links the data's shape to the model; records each run in its run directory.
 
     ``fit`` writes ``result.json``; ``validate`` and ``test`` write ``validate_result.json`` and
-    ``test_result.json``. Only rank 0 writes, and only after the command finished: a run that
-    fails leaves earlier records and checkpoints as they were.
+    ``test_result.json`` beside the checkpoint they evaluated. Only rank 0 writes, and only
+    after the command finished: a run that fails leaves earlier records and checkpoints as
+    they were.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -72,17 +91,23 @@ class DalibCLI(LightningCLI):
             "target_acc: {'A->B': 91.7, ...}} (percent); `dalib report` shows it beside ours",
         )
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Lightning's trainer; a ``ThrottledProgressBar`` unless the config has a bar or none."""
-        configured = config.get("callbacks") or []
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        configured = trainer.get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]
-        has_bar = any(isinstance(c, ProgressBar) for c in [*configured, *callbacks])
-        if config.get("enable_progress_bar") is not False and not has_bar:
-            callbacks = [*callbacks, ThrottledProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+        has_bar = any(isinstance(c, ProgressBar) for c in configured)
+        if trainer.get("enable_progress_bar") is not False and not has_bar:
+            kwargs.setdefault("callbacks", [*configured, ThrottledProgressBar()])
+        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
+        """Check the files the command reads and writes before anything runs; then resolve
+        ``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
+        check_paths(
+            self.subcommand, self.config[self.subcommand] if self.subcommand else self.config
+        )
         if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
             return
         logger = self.config.fit.trainer.logger
@@ -101,6 +126,8 @@ class DalibCLI(LightningCLI):
             logger.log_hyperparams(config)
 
     def after_fit(self) -> None:
+        from dalib.selection import SelectionTracker  # scikit-learn loads only for a command
+
         if self.trainer.interrupted:
             return
         tracker = callback_of(self.trainer, SelectionTracker)
@@ -124,17 +151,26 @@ class DalibCLI(LightningCLI):
         )
 
     def after_validate(self) -> None:
-        self.write_record("validate_result.json", {"ckpt_path": self.config.validate.ckpt_path})
+        ckpt_path = self.config.validate.ckpt_path
+        self.write_record(
+            "validate_result.json", {"ckpt_path": ckpt_path}, evaluated_run_folder(ckpt_path)
+        )
 
     def after_test(self) -> None:
-        self.write_record("test_result.json", {"ckpt_path": self.config.test.ckpt_path})
+        ckpt_path = self.config.test.ckpt_path
+        self.write_record(
+            "test_result.json", {"ckpt_path": ckpt_path}, evaluated_run_folder(ckpt_path)
+        )
 
     def metrics(self) -> dict[str, float]:
         """The latest logged scalar metrics."""
         return {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
 
-    def write_record(self, file_name: str, fields: dict[str, Any]) -> None:
-        """Write the run record (identity, ``fields``, metrics, config, versions) atomically."""
+    def write_record(
+        self, file_name: str, fields: dict[str, Any], folder: Path | None = None
+    ) -> None:
+        """Write the run record (identity, ``fields``, metrics, config, versions) atomically
+        into ``folder`` (the run folder of this command's trainer unless given)."""
         if not self.trainer.is_global_zero:
             return
         record = {
@@ -148,7 +184,7 @@ class DalibCLI(LightningCLI):
             "versions": library_versions(),
             "config": self.config[self.subcommand].clone().as_dict(),
         }
-        path = run_directory(self.trainer) / file_name
+        path = (folder or run_directory(self.trainer)) / file_name
         write_json_atomic(path, record)
         print(f"dalib: wrote {path}")
 
@@ -206,41 +242,114 @@ def selection_record(
     }
 
 
-def run_directory(trainer) -> Path:
-    """The run's own folder, ``save_dir/name/version``: where Lightning puts its checkpoints.
-
-    For CSV and TensorBoard loggers it is their ``log_dir``; for wandb it is the run's folder
-    (``save_dir/project/run_id``), not the shared ``save_dir`` that ``trainer.log_dir`` gives.
-    """
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+def evaluated_run_folder(ckpt_path: str | None) -> Path | None:
+    """The run folder of the checkpoint ``validate``/``test`` evaluated, if given as a file."""
+    return (
+        checkpoint_run_directory(Path(ckpt_path))
+        if ckpt_path and Path(ckpt_path).is_file()
+        else None
+    )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``dalib`` command."""
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    arguments = sys.argv[1:] if args is None else list(args)
+def check_paths(command: str | None, config: Namespace) -> None:
+    """One line before anything runs if the checkpoint to read is missing or the run folder
+    cannot be written. ``validate``/``test`` of a checkpoint file log no new run folder:
+    their record goes beside the checkpoint."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path and ckpt_path not in CHECKPOINT_NAMES and not Path(ckpt_path).is_file():
+        raise DalibError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    if command in ("validate", "test") and ckpt_path and Path(ckpt_path).is_file():
+        config.trainer.logger = False
+        return
+    if command == "fit":
+        for folder in output_folders(config.trainer):
+            check_writable(folder)
+
+
+def output_folders(trainer: Namespace) -> list[Path]:
+    """The folders the configured loggers write run folders into (else the trainer's root)."""
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    folders = [
+        Path(logger.init_args.save_dir)
+        for logger in loggers
+        if getattr(getattr(logger, "init_args", None), "save_dir", None)
+    ]
+    return folders or [Path(trainer.default_root_dir or ".")]
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and write a file in it, or stop with one line."""
     try:
-        if arguments[:1] == ["sweep"]:
-            return sweep.main(arguments[1:])
-        if arguments[:1] == ["report"]:
-            return report.main(arguments[1:])
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DalibError(
+            f"cannot write runs into {folder}: {error.strerror}; choose another "
+            "--trainer.logger.init_args.save_dir"
+        ) from error
+
+
+def command_parser() -> OneLineArgumentParser:
+    """``dalib``'s own parser: the commands; each command parses its own options."""
+    parser = OneLineArgumentParser(
+        prog="dalib",
+        description="dalib: domain adaptation as one objective, L = L_s + λ·L_t + γ·D. "
+        "`dalib COMMAND --help` lists a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, summary in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def run_lightning(arguments: list[str]) -> None:
+    """``dalib fit|validate|test ...``: Lightning's CLI over the module and the data module."""
+    from dalib.data import DomainDataModule
+    from dalib.module import DomainAdaptationModule
+
+    quiet_lightning()
+    # validate/test keep their config in their record; Lightning's SaveConfigCallback would
+    # write config.yaml into the logger's folder, the working directory when there is no logger.
+    evaluating = arguments[:1] in (["validate"], ["test"])
+    # LightningCLI reads the command line from sys.argv; given `args` as well, it warns.
+    saved, sys.argv = sys.argv, ["dalib", *arguments]
+    try:
         DalibCLI(
             DomainAdaptationModule,
             DomainDataModule,
             seed_everything_default=0,
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
+            save_config_callback=None if evaluating else SaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             parser_class=DalibArgumentParser,
-            args=arguments,
+            parser_kwargs={
+                "description": command_parser().description,
+                **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+            },
         )
+    finally:
+        sys.argv = saved
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``dalib`` command."""
+    arguments = sys.argv[1:] if args is None else list(args)
+    if not arguments or not arguments[0].startswith("-") or arguments[0] in ("-h", "--help"):
+        command_parser().parse_args(arguments[:1])  # --help, or an unknown command: one line
+    try:
+        if arguments[0] == "sweep":
+            from dalib import sweep
+
+            return sweep.main(arguments[1:], main)
+        if arguments[0] == "report":
+            from dalib import report
+
+            return report.main(arguments[1:])
+        run_lightning(arguments)
     except DalibError as error:
-        print(f"dalib: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(error))
 
 
 if __name__ == "__main__":

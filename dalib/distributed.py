@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.distributed._functional_collectives import all_gather_single_autograd
 from torch.utils.data import Dataset, DistributedSampler
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -37,13 +35,37 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient into each one's rows.
+
+    Built on the public collectives only: ``all_gather`` forward, ``all_reduce`` (sum) of the
+    gathered gradient and this process's slice backward, a reduce-scatter that every backend
+    (gloo included) supports. torch's own autograd gathers are private
+    (``_functional_collectives``) or deprecated (``torch.distributed.nn.functional``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather(tensor: torch.Tensor) -> torch.Tensor:
     """Every process's ``tensor`` concatenated along dim 0 in rank order, with gradients.
 
     All processes must pass the same shape (the data module's training batches all have
     ``batch_size`` rows). The backward sums every process's gradient into each one's rows.
     """
-    return all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD)
+    return GatherRows.apply(tensor)
 
 
 def gather_inputs(
@@ -120,15 +142,33 @@ class ShardedRandomSampler(DistributedSampler):
         return iter(blocks[:, self.rank].flatten().tolist())
 
 
+class EvaluationSampler(DistributedSampler):
+    """Process ``rank``'s share of an evaluation set, in order: samples ``rank``,
+    ``rank + num_replicas``, ... Every sample is evaluated on exactly one process; the shares
+    differ by at most one sample (torch's ``DistributedSampler`` instead pads the last share with
+    repeated samples, which would count them twice in an accuracy).
+
+    Evaluation runs no DDP forward, so processes may run different numbers of batches; every
+    process holds at least one sample (``evaluation_sampler`` checks). It is a
+    ``DistributedSampler`` so that Lightning keeps it instead of substituting its own.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
 def evaluation_sampler(
     dataset: Dataset, name: str, num_replicas: int, rank: int
-) -> UnrepeatedDistributedSampler:
+) -> EvaluationSampler:
     """Every sample on exactly one process, no padding (Lightning's own pads with duplicates)."""
     if len(dataset) < num_replicas:
         raise DalibError(
             f"the {name} set has {len(dataset)} samples, fewer than the {num_replicas} "
             "processes; evaluate on fewer devices"
         )
-    return UnrepeatedDistributedSampler(
-        dataset, num_replicas=num_replicas, rank=rank, shuffle=False
-    )
+    return EvaluationSampler(dataset, num_replicas=num_replicas, rank=rank)

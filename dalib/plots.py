@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 from sklearn.manifold import TSNE
 
-from dalib.report import row_name
+from dalib.records import EMBEDDING_FILE, row_name
 
 Record = dict[str, Any]
 
@@ -76,7 +76,7 @@ def learning_curves(
 
 
 def tsne(
-    records: list[Record], varied: list[str], out: Path, embedding_file: str = "embedding.pt"
+    records: list[Record], varied: list[str], out: Path, embedding_file: str = EMBEDDING_FILE
 ) -> Path | None:
     """t-SNE of source vs target features of the lowest seed of each row × task."""
     first: dict[str, Record] = {}

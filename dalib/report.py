@@ -11,46 +11,25 @@ read is reported by name and skipped.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
+import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dalib.sweep import RESULT
-
-
-def load_records(root: Path) -> list[dict[str, Any]]:
-    """Every readable run record under ``root``; unreadable ones are named on stderr."""
-    records = []
-    for path in sorted(root.rglob(RESULT)):
-        try:
-            record = json.loads(path.read_text())
-            record["target_acc"] + 0
-        except (ValueError, KeyError, TypeError) as error:
-            print(f"dalib report: skipping corrupt record {path}: {error}", flush=True)
-            continue
-        record["_path"] = str(path.parent)
-        records.append(record)
-    return records
-
-
-def row_name(record: dict[str, Any], varied: Sequence[str]) -> str:
-    """The method, with the swept hyper-parameters that distinguish its runs."""
-    params = ", ".join(
-        f"{k.split('.')[-1]}={record['_params'][k]}" for k in varied if k in record["_params"]
-    )
-    return f"{record['method']} ({params})" if params else record["method"]
+from dalib.console import OneLineArgumentParser
+from dalib.errors import DalibError
+from dalib.records import RESULT_FILE, row_name, scan_records, sweeps_under
 
 
 def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
     """Hyper-parameters a sweep varied (from its ``sweep.json``), each run's values attached."""
     by_dir: dict[str, dict[str, Any]] = {}
-    for sweep_file in root.rglob("sweep.json"):
-        sweep = json.loads(sweep_file.read_text())
+    for sweep_file, sweep in sweeps_under(root):
         for run in sweep["runs"]:
             by_dir[str((sweep_file.parent / run["id"]).resolve())] = run["params"]
     for record in records:
@@ -119,7 +98,7 @@ def selection_table(records: list[dict[str, Any]], varied: Sequence[str]) -> lis
 
 def sweep_commands(root: Path) -> list[str]:
     """The sweep files behind the records under ``root``, as their ``sweep.json`` names them."""
-    return sorted({json.loads(p.read_text())["sweep"] for p in root.rglob("sweep.json")})
+    return sorted({sweep["sweep"] for _, sweep in sweeps_under(root)})
 
 
 def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,12 +135,28 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def writable_folder(out: Path) -> None:
+    """Create ``out`` if needed and check a file can be written there; else a one-line error."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise DalibError(f"cannot write the report to {out}: {error.strerror}") from error
+
+
 def write_report(root: Path, out: Path, plots: bool = False) -> str:
-    records = load_records(root)
+    """Write ``report.md``, ``report.csv`` and ``records.json`` into ``out``; return the text."""
+    if not root.is_dir():
+        raise DalibError(f"{root} is not a folder of run records")
+    records, problems = scan_records(root)
     if not records:
-        raise SystemExit(f"dalib report: no readable {RESULT} under {root}")
+        why = f": {problems[0]}" if problems else ""
+        raise DalibError(f"no readable {RESULT_FILE} under {root}{why}")
+    for problem in problems:
+        print(f"dalib report: skipping corrupt record: {problem}", file=sys.stderr, flush=True)
     varied = swept_params(records, root)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
              "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip
     if sweeps := sweep_commands(root):
@@ -208,7 +203,7 @@ def write_report(root: Path, out: Path, plots: bool = False) -> str:
 
 def main(arguments: Sequence[str]) -> None:
     """``dalib report <results dir> [--out DIR]``: report.md, report.csv and records.json."""
-    parser = argparse.ArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="folder holding run records (result.json)")
     parser.add_argument("--out", type=Path, help="where report.md and report.csv go")
     parser.add_argument(

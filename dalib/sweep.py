@@ -29,18 +29,17 @@ they were.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import itertools
-import json
 import math
 import multiprocessing
 import os
+import shlex
 import shutil
 import signal
 import sys
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -49,8 +48,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from dalib.console import OneLineArgumentParser
 from dalib.errors import DalibError
-from dalib.results import write_json_atomic
+from dalib.records import RESULT_FILE, SWEEP_FILE, read_record, write_json_atomic
 
 SWEEP_KEYS = {
     "output", "methods", "tasks", "method_overrides", "seeds", "grid", "random", "overrides",
@@ -59,7 +59,8 @@ SWEEP_KEYS = {
 BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
-RESULT = "result.json"
+#: How a run is started: ``dalib``'s entry point, given the ``fit ...`` command line.
+Main = Callable[[list[str]], None]
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,12 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
     """Read and check a sweep file; expand it into its runs, in a fixed order."""
     if not path.is_file():
         raise DalibError(f"sweep file {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DalibError(
+            f"cannot read sweep file {path}: {' '.join(str(error).split())}"
+        ) from error
     if not isinstance(spec, dict):
         raise DalibError(f"{path} must be a mapping of sweep keys")
     check_keys(f"sweep file {path}", spec, SWEEP_KEYS)
@@ -200,18 +206,22 @@ def run_arguments(
     return ["fit", "-c", str(run.config), "-c", str(run_dir / "sweep_overrides.yaml")]
 
 
-def _child(arguments: list[str], log: Path) -> None:
-    """A forked run: dies with the sweep, writes its output to ``log``, runs ``dalib fit``."""
+def _child(dalib_main: Main, arguments: list[str], log: Path) -> None:
+    """A forked run: dies with the sweep, writes its output to ``log``, runs ``dalib fit``.
+
+    A forked child ends with ``os._exit``, which skips ``atexit``: a wandb run is finished
+    explicitly so that it is flushed and synced as at a normal exit.
+    """
     libc = ctypes.CDLL(None)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive a killed sweep
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     os.dup2(fd, 1), os.dup2(fd, 2)
-    from dalib.cli import main
-
     try:
-        main(arguments)
-    finally:  # a forked child ends with os._exit: let loggers (wandb) flush as at a normal exit
-        atexit._run_exitfuncs()
+        dalib_main(arguments)
+    finally:
+        wandb = sys.modules.get("wandb")  # imported only if the run logged to wandb
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
 
 
 def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
@@ -222,7 +232,9 @@ def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
     return run_arguments(run, run_dir, spec.get("overrides") or {}, spec.get("wandb"))
 
 
-def run_local(todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int):
+def run_local(
+    todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int, dalib_main: Main
+):
     """Yield ``(run, exit code)`` as forked runs finish, ``processes`` at a time."""
     context = multiprocessing.get_context("fork")
     running: dict[Any, tuple[Run, Any]] = {}
@@ -232,7 +244,7 @@ def run_local(todo: list[Run], output: Path, spec: Mapping[str, Any], processes:
             run = todo.pop(0)
             arguments = prepare(run, output, spec)
             log = output / run.run_id / "log.txt"
-            process = context.Process(target=_child, args=(arguments, log))
+            process = context.Process(target=_child, args=(dalib_main, arguments, log))
             process.start()
             running[process.sentinel] = (run, process)
         for sentinel in wait(list(running)):
@@ -269,19 +281,25 @@ def run_ray(todo: list[Run], output: Path, spec: Mapping[str, Any]):
         ray.shutdown()
 
 
-def run_sweep(path: Path, processes: int | None = None) -> int:
-    """Run every unfinished run of the sweep; return the number of failed runs."""
+def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int:
+    """Run every unfinished run of the sweep; return the number of failed runs.
+
+    ``dalib_main`` runs one ``dalib fit`` command line in a forked process (local backend).
+    """
     spec, runs = load_sweep(path)
     output = Path(spec.get("output") or Path("runs") / "sweeps" / path.stem).absolute()
     backend = spec.get("backend", "local")
     if backend not in BACKENDS:
         raise DalibError(f"{path}: unknown backend {backend!r}; choose one of {BACKENDS}")
-    write_json_atomic(output / "sweep.json", {
-        "sweep": str(path), "spec": spec,
-        "runs": [{"id": r.run_id, "config": str(r.config), "params": r.params, "seed": r.seed}
-                 for r in runs],
-    })  # fmt: skip
-    todo = [r for r in runs if not (output / r.run_id / RESULT).is_file()]
+    try:
+        write_json_atomic(output / SWEEP_FILE, {
+            "sweep": str(path), "spec": spec,
+            "runs": [{"id": r.run_id, "config": str(r.config), "params": r.params, "seed": r.seed}
+                     for r in runs],
+        })  # fmt: skip
+    except OSError as error:
+        raise DalibError(f"cannot write the sweep's output folder {output}: {error}") from error
+    todo = [r for r in runs if not (output / r.run_id / RESULT_FILE).is_file()]
     done = len(runs) - len(todo)
     print(f"dalib sweep: {len(runs)} runs, {done} already finished", flush=True)
     if not todo:
@@ -289,29 +307,32 @@ def run_sweep(path: Path, processes: int | None = None) -> int:
     elif backend == "ray":
         finished = run_ray(todo, output, spec)
     else:
-        finished = run_local(todo, output, spec, processes or int(spec.get("processes", 1)))
+        processes = processes or int(spec.get("processes", 1))
+        finished = run_local(todo, output, spec, processes, dalib_main)
     failed = 0
     for run, exitcode in finished:
         done += 1
-        result = output / run.run_id / RESULT
-        if exitcode == 0 and result.is_file():
-            acc = json.loads(result.read_text()).get("target_acc")
-            status = f"target_acc={acc:.4f}" if acc is not None else "done"
+        result = output / run.run_id / RESULT_FILE
+        try:
+            record = read_record(result) if exitcode == 0 else None
+        except DalibError:  # the run's own log says what went wrong
+            record = None
+        if record is not None:
+            status = f"target_acc={record['target_acc']:.4f}"
         else:
             failed += 1
             status = f"FAILED (exit {exitcode}; see {output / run.run_id}/log.txt)"
         print(f"[{done}/{len(runs)}] {run.run_id}: {status}", flush=True)
-    print(f"dalib sweep: results in {output}; summarise with `dalib report {output}`")
+    hint = f"dalib report {shlex.quote(str(output))}"
+    print(f"dalib sweep: results in {output}; summarise with `{hint}`")
     return failed
 
 
-def main(arguments: Sequence[str]) -> None:
-    """``dalib sweep <sweep.yaml> [--processes N]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="dalib sweep", description=__doc__.splitlines()[0])
+def main(arguments: Sequence[str], dalib_main: Main) -> None:
+    """``dalib sweep <sweep.yaml> [--processes N]``; each run is ``dalib_main(["fit", ...])``."""
+    parser = OneLineArgumentParser(prog="dalib sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="the sweep YAML file")
     parser.add_argument("--processes", type=int, help="runs at a time (overrides the file)")
     args = parser.parse_args(arguments)
-    failed = run_sweep(args.sweep, args.processes)
+    failed = run_sweep(args.sweep, dalib_main, args.processes)
     sys.exit(1 if failed else 0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dalib.discrepancy import DISCREPANCIES, KernelMMD
+from dalib.records import current_umask
 from tests.conftest import TOY, only_result, run_dalib
 
 
@@ -81,7 +82,9 @@ def test_test_subcommand_evaluates_a_checkpoint(tmp_path):
     (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
     assert fit["selected_checkpoint"] == str(ckpt)
     run_dalib(["test", "-c", str(TOY / "mmd.yaml"), f"--ckpt_path={ckpt}"], tmp_path / "test")
-    (record_path,) = (tmp_path / "test").rglob("test_result.json")
+    assert not (tmp_path / "test").exists()  # no new run folder: the record goes beside ckpt
+    record_path = ckpt.parent.parent / "test_result.json"
+    assert oct(record_path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
     record = json.loads(record_path.read_text())
     assert record["metrics"]["test/target_acc"] == pytest.approx(fit["target_acc"])
     assert record["ckpt_path"] == str(ckpt)

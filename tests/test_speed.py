@@ -17,11 +17,17 @@ from tests.conftest import TOY
 
 
 def test_throttled_bar_redraws_by_the_clock_and_always_at_the_end(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(
+        TQDMProgressBar, "on_train_batch_end", lambda self, *args: drawn.append(args[-1])
+    )
+    monkeypatch.setattr(ThrottledProgressBar, "total_train_batches", 6)
     bar = ThrottledProgressBar(min_interval_s=1.0)
     clock = iter([0.0, 0.1, 0.5, 1.2, 1.3, 1.4])
     monkeypatch.setattr("dalib.progress.time.monotonic", lambda: next(clock))
-    drawn = [bar._should_update(n, 6) for n in range(1, 7)]
-    assert drawn == [True, False, False, True, False, True]
+    for batch_idx in range(6):
+        bar.on_train_batch_end(None, None, None, None, batch_idx)
+    assert drawn == [0, 3, 5]  # by the clock (t = 0, 1.2), and the epoch's last batch
 
 
 def cli(*args: str) -> DalibCLI:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dalib.cli import main
 from dalib.errors import DalibError
 from dalib.report import write_report
 from dalib.sweep import load_sweep, run_sweep
@@ -163,9 +164,11 @@ def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "result.json").write_text('{"method": "dann", "target_')
     text = write_report(tmp_path, tmp_path / "out")
-    assert (
-        f"skipping corrupt record {tmp_path / 'broken' / 'result.json'}" in capsys.readouterr().out
+    notice = capsys.readouterr()
+    assert f"skipping corrupt record: cannot read {tmp_path / 'broken' / 'result.json'}" in (
+        notice.err
     )
+    assert "skipping" not in notice.out
     assert "| dann | 85.0 ± 7.1 | 85.0 | 2 |" in text
     assert "Model selected by `dev` (no target labels)" in text
     assert "| dann | 91.7 | Paper 2018, Table 1 |" in text
@@ -184,11 +187,11 @@ def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch)
         overrides={"trainer.max_epochs": 1, "data.iterations_per_epoch": 20},
         backend="ray",
     )
-    assert run_sweep(path) == 0
+    assert run_sweep(path, main) == 0
     found = records(tmp_path / "out")
     assert sorted(found) == ["dann/default/default/seed_0", "dann/default/default/seed_1"]
     assert [r["seed"] for _, r in sorted(found.items())] == [0, 1]
-    assert run_sweep(path) == 0  # everything finished: nothing is run again
+    assert run_sweep(path, main) == 0  # everything finished: nothing is run again
     assert records(tmp_path / "out") == found
 
 

@@ -19,6 +19,8 @@ from dalib.errors import DalibError
 from dalib.registry import Registry
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")
+#: Batch-norm layers (torch's common base class of these is private).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class MLP(nn.Sequential):
@@ -190,7 +192,7 @@ class FeatureExtractor(nn.Module):
         super().train(mode)
         if self.frozen_bn:
             for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, BATCH_NORMS):
                     module.eval()
         return self
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +30,8 @@ from dalib.network import load_parts
 from dalib.registry import Spec, split_spec
 
 
-def tensor_digest(h: hashlib._Hash, tensors) -> None:
-    """Feed tensors' dtypes, shapes and bytes to a hash."""
+def tensor_digest(h: Any, tensors) -> None:
+    """Feed tensors' dtypes, shapes and bytes to a hash (a ``hashlib`` object)."""
     for t in tensors:
         t = torch.as_tensor(t).detach().cpu()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())

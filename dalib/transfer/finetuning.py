@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from torch import nn
 
 from dalib.errors import DalibError
+from dalib.models.backbones import BATCH_NORMS
 from dalib.transfer.layers import backbone_layers, modules_matching
 
 
@@ -116,7 +117,7 @@ class Finetuning(pl.Callback):
                 frozen = id(module) not in unfrozen
                 for p in module.parameters(recurse=False):
                     p.requires_grad_(not frozen)
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, BATCH_NORMS):
                     module.train(pl_module.training and not (frozen and not self.train_bn))
                     if frozen and not self.train_bn:
                         self._frozen_bn.append(module)
