@@ -137,6 +137,7 @@ def ddp_results(tmp_path_factory) -> list[dict]:
 
 
 @pytest.mark.parametrize(("name", "weighted"), CASES)
+@pytest.mark.ddp
 def test_gathered_discrepancy_and_its_gradients_equal_one_process_on_the_whole_batch(
     ddp_results, name, weighted
 ):
@@ -154,6 +155,7 @@ def test_gathered_discrepancy_and_its_gradients_equal_one_process_on_the_whole_b
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.ddp
 def test_without_the_gather_each_process_computes_a_different_estimate(ddp_results):
     value = make_module("mmd").compute_losses(full_batch(), progress=0.5)["discrepancy"]
     per_process = [rank["mmd_per_process"]["value"] for rank in ddp_results]
@@ -161,6 +163,7 @@ def test_without_the_gather_each_process_computes_a_different_estimate(ddp_resul
     assert all(abs(v - value) > 1e-3 for v in per_process)
 
 
+@pytest.mark.ddp
 def test_adversarial_measures_are_not_gathered(ddp_results):
     for rank in ddp_results:
         gathered = ["KernelMMD", "CORAL", "SinkhornDistance", "JointMMD", "DeepJDOT"]
@@ -169,6 +172,7 @@ def test_adversarial_measures_are_not_gathered(ddp_results):
         assert sum(g.abs().sum() for g in rank["dann"]["grads"]) > 0
 
 
+@pytest.mark.ddp
 def test_wdgrl_refuses_inner_critic_steps_that_would_differ_between_processes(ddp_results):
     for rank in ddp_results:
         assert "set critic_steps: 1" in rank["wdgrl_error"]
@@ -246,6 +250,7 @@ class RecordEvaluation(Callback):
             torch.save(module.state_dict(), self.out_dir / "model.pt")
 
 
+@pytest.mark.ddp
 def test_dalib_fit_on_two_processes_evaluates_every_sample_once_with_the_same_metrics(tmp_path):
     data_options = {
         "dataset": {"name": "moons", "angle": 35, "n_test": 101},

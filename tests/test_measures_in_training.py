@@ -11,6 +11,7 @@ from tests.conftest import quiet_fit
 
 
 @pytest.mark.parametrize("name", builtin_discrepancies())
+@pytest.mark.slow
 def test_measure_trains_and_reloads_from_a_checkpoint(name, tmp_path):
     pl.seed_everything(0, verbose=False)
     data = DomainDataModule(batch_size=16, iterations_per_epoch=4)

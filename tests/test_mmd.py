@@ -156,6 +156,7 @@ def test_jmmd_multiplies_a_feature_kernel_and_a_softmax_kernel():
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased", "linear"])
+@pytest.mark.slow
 def test_identical_distributions_give_about_zero_and_a_mean_shift_grows_it(estimator):
     torch.manual_seed(0)
     n = 20_000 if estimator == "linear" else 1000  # the linear statistic is noisier, and O(n)
