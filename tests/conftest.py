@@ -21,6 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "experiments" / "toy"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``ddp`` test is also ``slow`` (it spawns processes); a ``gpu`` test is skipped, with
+    the reason, where no CUDA device is available."""
+    requires_cuda = pytest.mark.skip(reason="requires CUDA")
+    for item in items:
+        if item.get_closest_marker("ddp") is not None:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+            item.add_marker(requires_cuda)
+
+
 def run_dalib(args: list[str], save_dir: Path) -> None:
     """``dalib <args>`` with logs under ``save_dir`` and no progress bar."""
     with warnings.catch_warnings():

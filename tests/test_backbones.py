@@ -34,6 +34,7 @@ def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @pytest.mark.parametrize("name", TORCHVISION_ARCHITECTURES)
+@pytest.mark.slow
 def test_torchvision_backbone_returns_pooled_features(name):
     backbone = BACKBONES.build(name, input_shape=(3, 64, 64)).eval()
     with torch.no_grad():
@@ -41,6 +42,7 @@ def test_torchvision_backbone_returns_pooled_features(name):
     assert features.shape == (2, backbone.out_features)
 
 
+@pytest.mark.slow
 def test_out_features_are_the_widths_before_the_classifier():
     widths = {
         name: BACKBONES.build(name, input_shape=(3, 64, 64)).out_features
@@ -55,6 +57,7 @@ def test_out_features_are_the_widths_before_the_classifier():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_mobilenet_v2_checkpoint_classifies_the_readme_images():
     backbone = BACKBONES.build(
         {"name": "mobilenet_v2", "checkpoint": str(MOBILENET), "frozen_bn": True},
@@ -182,6 +185,7 @@ def test_timm_backbone_without_timm_says_how_to_install_it():
         BACKBONES.build({"name": "timm", "model": "resnet18"}, input_shape=(3, 64, 64))
 
 
+@pytest.mark.slow
 def test_resnet18_trains_end_to_end_in_the_module():
     module = DomainAdaptationModule(
         num_classes=5, input_shape=(3, 64, 64), backbone={"name": "resnet18"}, bottleneck_dim=32

@@ -24,6 +24,7 @@ class NanAfter(KernelMMD):
         return value * torch.nan if self.calls > self.steps else value
 
 
+@pytest.mark.slow
 def test_dann_and_mmd_clearly_beat_source_only_on_rotated_moons(fit_toy):
     results = {m: fit_toy(m) for m in ("source_only", "mmd", "dann")}
     source_only = results["source_only"]["target_acc"]
@@ -33,6 +34,7 @@ def test_dann_and_mmd_clearly_beat_source_only_on_rotated_moons(fit_toy):
     assert source_only < 0.9, "the rotated target must be a real shift for a source-only model"
 
 
+@pytest.mark.slow
 def test_result_record_names_the_run_and_its_numbers(fit_toy):
     record = fit_toy("dann", "--trainer.max_epochs=2", "--seed_everything=3")
     assert record["method"] == "dann"
@@ -48,6 +50,7 @@ def test_result_record_names_the_run_and_its_numbers(fit_toy):
     assert {"train/source_ce", "train/discrepancy", "train/gamma"} <= set(record["metrics"])
 
 
+@pytest.mark.slow
 def test_every_loss_term_and_both_accuracies_are_logged(tmp_path):
     run_dalib(
         [
@@ -76,6 +79,7 @@ def test_every_loss_term_and_both_accuracies_are_logged(tmp_path):
         assert column in header
 
 
+@pytest.mark.slow
 def test_test_subcommand_evaluates_a_checkpoint(tmp_path):
     run_dalib(["fit", "-c", str(TOY / "mmd.yaml"), "--trainer.max_epochs=2"], tmp_path / "fit")
     fit = only_result(tmp_path / "fit")
@@ -116,6 +120,7 @@ def test_bad_input_stops_with_one_clear_line(capsys, tmp_path, override, message
     assert message in line
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
     args = [
         "fit",
@@ -134,6 +139,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
     assert not list(tmp_path.rglob("result.json"))
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_is_selectable(tmp_path):
     run_dalib(
         [
@@ -149,6 +155,7 @@ def test_tensorboard_logger_is_selectable(tmp_path):
     assert only_result(tmp_path)["method"] == "source_only"
 
 
+@pytest.mark.slow
 def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -45,6 +45,7 @@ def test_classifier_ratio_is_exact_for_a_mean_shift():
     np.testing.assert_allclose(w, true, rtol=0.15)
 
 
+@pytest.mark.slow
 def test_kmm_satisfies_constraints_and_matches_means():
     X_s, X_t, true = gaussians(n_s=120, n_t=120)
     kmm = KMM(B=5.0, normalize=False)
@@ -62,6 +63,7 @@ def test_kmm_satisfies_constraints_and_matches_means():
     assert spearmanr(beta, true)[0] > 0.3  # KMM matches means; its weights are noisy per sample
 
 
+@pytest.mark.slow
 def test_kmm_above_max_samples_solves_one_qp_per_block_of_source_samples():
     X_s, X_t, true = gaussians(n_s=150, n_t=120)
     kmm = KMM(B=5.0, normalize=False, max_samples=50)
@@ -95,6 +97,7 @@ def test_postprocessing_flattens_clips_and_normalises():
     np.testing.assert_allclose(normed, raw / raw.mean())
 
 
+@pytest.mark.slow
 def test_bad_input_is_refused():
     X_s, X_t, _ = gaussians(60, 60)
     with pytest.raises(DalibError, match="different feature dimensions"):

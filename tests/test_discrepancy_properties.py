@@ -109,6 +109,7 @@ def held_out_value_of_a_trained_critic(name: str, shift: float, n: int = 512) ->
 
 
 @pytest.mark.parametrize("name", MEASURES)
+@pytest.mark.slow
 def test_a_growing_shift_gives_a_growing_value(name):
     if build(name).adversarial:
         # The value is a critic's loss, which an untrained critic cannot make depend on the

@@ -26,10 +26,26 @@ from dalib.target_losses import UNLABELLED
 from tests.conftest import REPO, TOY
 
 WORLD = 2
-GATHERED = ["mmd", "coral", "sinkhorn", "jmmd", "deepjdot"]
+N = 2 * WORLD * 8  # samples of each domain in the whole batch
+# Sliced Wasserstein with fixed directions (seed): with seed=None each call draws its own from
+# torch's generator, the same in every process only while all of them consume it alike.
+GATHERED = {
+    "mmd": "mmd",
+    "coral": "coral",
+    "sinkhorn": "sinkhorn",
+    "jmmd": "jmmd",
+    "deepjdot": "deepjdot",
+    "emd": "emd",
+    "sliced_wasserstein": {"name": "sliced_wasserstein", "seed": 0},
+}
+# Instance weights of the N source samples: the batch carries their indices, D gets w_s
+WEIGHTS = torch.linspace(0.2, 3.0, N, dtype=torch.float64)
+CASES = [(name, weighted) for name in GATHERED for weighted in (False, True)]
 
 
-def make_module(discrepancy: str | dict, **options) -> DomainAdaptationModule:
+def make_module(
+    discrepancy: str | dict, weighted: bool = False, **options
+) -> DomainAdaptationModule:
     """The same float64 network in every process; no BatchNorm, so no per-process statistics."""
     torch.manual_seed(0)
     module = DomainAdaptationModule(
@@ -39,15 +55,18 @@ def make_module(discrepancy: str | dict, **options) -> DomainAdaptationModule:
         discrepancy=discrepancy,
         **options,
     )
+    if weighted:
+        module.source_weights = WEIGHTS
     return module.double()
 
 
-def full_batch(n: int = 2 * WORLD * 8) -> dict:
+def full_batch(n: int = N) -> dict:
     g = torch.Generator().manual_seed(1)
     return {
         "source": (
             torch.randn(n, 3, generator=g, dtype=torch.float64),
             torch.randint(0, 2, (n,), generator=g),
+            torch.arange(n),  # sample indices, which select the instance weights
         ),
         "target": (
             torch.randn(n, 3, generator=g, dtype=torch.float64) * 1.5 + 1.0,
@@ -90,15 +109,15 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 
     dalib.objective.gather_inputs = counted
     results = {}
-    for name, options in [(m, {}) for m in GATHERED] + [
-        ("mmd", {"gather_discrepancy": False}),
-        ("dann", {}),
+    for key, spec, weighted, options in [
+        *((case, GATHERED[case[0]], case[1], {}) for case in CASES),
+        ("mmd_per_process", "mmd", False, {"gather_discrepancy": False}),
+        ("dann", "dann", False, {}),
     ]:
-        module = make_module(name, **options)
+        module = make_module(spec, weighted, **options)
         ddp = DistributedDataParallel(Discrepancy(module), find_unused_parameters=True)
         value = ddp(shard(full_batch(), rank))
         value.backward()
-        key = name if options.get("gather_discrepancy", True) else f"{name}_per_process"
         results[key] = {"value": value.detach(), "grads": [p.grad for p in extractor(module)]}
     results["gathered_calls"] = gathered_calls
     try:
@@ -117,19 +136,26 @@ def ddp_results(tmp_path_factory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", GATHERED)
+@pytest.mark.parametrize(("name", "weighted"), CASES)
+@pytest.mark.ddp
 def test_gathered_discrepancy_and_its_gradients_equal_one_process_on_the_whole_batch(
-    ddp_results, name
+    ddp_results, name, weighted
 ):
-    module = make_module(name)
+    module = make_module(GATHERED[name], weighted)
     value = module.compute_losses(full_batch(), progress=0.5)["discrepancy"]
     grads = torch.autograd.grad(value, extractor(module))
+    assert all(g.abs().sum() > 0 for g in grads), "every layer of the extractor gets a gradient"
+    if weighted:  # the weights matter: the unweighted estimate differs
+        unweighted = make_module(GATHERED[name]).compute_losses(full_batch(), progress=0.5)
+        assert abs(unweighted["discrepancy"] - value).item() > 1e-3 * abs(value).item()
     for rank in ddp_results:
-        torch.testing.assert_close(rank[name]["value"], value.detach(), rtol=1e-5, atol=1e-8)
-        for got, want in zip(rank[name]["grads"], grads, strict=True):
+        result = rank[(name, weighted)]
+        torch.testing.assert_close(result["value"], value.detach(), rtol=1e-5, atol=1e-8)
+        for got, want in zip(result["grads"], grads, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.ddp
 def test_without_the_gather_each_process_computes_a_different_estimate(ddp_results):
     value = make_module("mmd").compute_losses(full_batch(), progress=0.5)["discrepancy"]
     per_process = [rank["mmd_per_process"]["value"] for rank in ddp_results]
@@ -137,18 +163,16 @@ def test_without_the_gather_each_process_computes_a_different_estimate(ddp_resul
     assert all(abs(v - value) > 1e-3 for v in per_process)
 
 
+@pytest.mark.ddp
 def test_adversarial_measures_are_not_gathered(ddp_results):
     for rank in ddp_results:
-        assert rank["gathered_calls"] == [
-            "KernelMMD",
-            "CORAL",
-            "SinkhornDistance",
-            "JointMMD",
-            "DeepJDOT",
-        ]
+        gathered = ["KernelMMD", "CORAL", "SinkhornDistance", "JointMMD", "DeepJDOT"]
+        gathered += ["EarthMoverDistance", "SlicedWasserstein"]
+        assert rank["gathered_calls"] == [m for m in gathered for _ in ("plain", "weighted")]
         assert sum(g.abs().sum() for g in rank["dann"]["grads"]) > 0
 
 
+@pytest.mark.ddp
 def test_wdgrl_refuses_inner_critic_steps_that_would_differ_between_processes(ddp_results):
     for rank in ddp_results:
         assert "set critic_steps: 1" in rank["wdgrl_error"]
@@ -226,6 +250,7 @@ class RecordEvaluation(Callback):
             torch.save(module.state_dict(), self.out_dir / "model.pt")
 
 
+@pytest.mark.ddp
 def test_dalib_fit_on_two_processes_evaluates_every_sample_once_with_the_same_metrics(tmp_path):
     data_options = {
         "dataset": {"name": "moons", "angle": 35, "n_test": 101},

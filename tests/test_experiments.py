@@ -58,6 +58,7 @@ def test_the_catalogue_covers_every_method_on_every_benchmark():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.slow
 def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     benchmark = config.parent.name
     overrides = list(QUICK)

@@ -100,6 +100,7 @@ def test_a_corrupt_image_is_named_or_skipped_with_a_warning(tmp_path):
     assert len(pair.source) == 61
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_end_to_end_with_a_torchvision_backbone(tmp_path):
     office31_tree(tmp_path)
     pl.seed_everything(0, verbose=False)

@@ -71,21 +71,24 @@ def test_log_one_minus_softmax_is_exact_where_the_naive_form_overflows():
     assert torch.isfinite(grad).all()
 
 
-def test_features_get_the_reversed_gradient_scaled_by_the_grl_coefficient():
+def test_features_get_minus_coeff_times_the_value_gradient_and_the_head_the_value_gradient():
     mdd, data = build(), batch()
     assert mdd.grl.coeff == 0.1
     for key in ("f_s", "f_t", "logits_s", "logits_t"):
         data[key].requires_grad_(True)
-    mdd(**data).backward()
-    through_grl = [data[k].grad.clone() for k in ("f_s", "f_t")]
-    assert data["logits_s"].grad is None, "no gradient through the argmax"
-    for k in ("f_s", "f_t"):
-        data[k].grad = None
-    mdd.grl.coeff = -1.0  # identity: the plain gradient of the value
-    mdd(**data).backward()
-    for got, k in zip(through_grl, ("f_s", "f_t"), strict=True):
-        assert got.abs().sum() > 0
-        torch.testing.assert_close(got, -0.1 * data[k].grad)
+    params = list(mdd.head.parameters())
+    got = torch.autograd.grad(mdd(**data), [data["f_s"], data["f_t"], *params])
+    logits_grads = torch.autograd.grad(mdd(**data), [data["logits_s"], data["logits_t"]],
+                                       allow_unused=True)  # fmt: skip
+    assert logits_grads == (None, None), "no gradient through the argmax"
+    # the value, -D_γ, written out on copies of the features that bypass the reversal layer
+    plain = {k: v.detach().requires_grad_(k in ("f_s", "f_t")) for k, v in data.items()}
+    want = torch.autograd.grad(-paper_disparity(mdd, plain), [plain["f_s"], plain["f_t"], *params])
+    for g, w in zip(got[:2], want[:2], strict=True):
+        assert w.abs().sum() > 0
+        torch.testing.assert_close(g, -0.1 * w, rtol=1e-9, atol=1e-12)
+    for g, w in zip(got[2:], want[2:], strict=True):  # the head descends -D_γ: it maximises D_γ
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 
 def test_features_step_lowers_the_disparity_and_head_step_raises_it():

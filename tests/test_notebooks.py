@@ -18,6 +18,7 @@ def test_the_notebooks_are_there():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+@pytest.mark.slow
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("DALIB_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -70,6 +70,7 @@ def target_probabilities(seed: int, **model_options) -> torch.Tensor:
         return model(data.splits["target_test"].tensors[0]).softmax(dim=1)
 
 
+@pytest.mark.slow
 def test_training_on_pseudo_labels_makes_the_target_predictions_confident():
     """Measured at seed 0: 39.5% of target test points have a top probability >= 0.9 after
     source-only training, 62.5% with pseudo_label (threshold 0.9). Target accuracy does not

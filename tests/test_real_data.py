@@ -14,6 +14,7 @@ from dalib.errors import DalibError
 pytestmark = pytest.mark.usefixtures("shared_data")
 
 
+@pytest.mark.slow
 def test_mnist_and_usps_sizes_shapes_and_classes():
     m2u = DATASETS.build({"name": "digits", "source": "MNIST", "target": "USPS"})
     assert (len(m2u.source), len(m2u.target_train), len(m2u.target_test)) == (60_000, 7_291, 2_007)
@@ -38,6 +39,7 @@ def test_office_caltech10_surf_domains(domain, size):
     assert np.allclose(x.mean(0).numpy(), 0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_preprocessed_surf_reproduces_the_published_1nn_baseline():
     """1-NN without adaptation averages 31.4% over the 12 tasks (JDA paper, Long et al. 2013)."""
     accuracies = []
@@ -49,6 +51,7 @@ def test_preprocessed_surf_reproduces_the_published_1nn_baseline():
     assert np.mean(accuracies) == pytest.approx(31.4, abs=0.05)
 
 
+@pytest.mark.slow
 def test_digits_train_batches_pair_mnist_with_unlabelled_usps():
     data = DomainDataModule(dataset={"name": "digits"}, batch_size=8, iterations_per_epoch=2)
     data.setup("fit")
@@ -58,6 +61,7 @@ def test_digits_train_batches_pair_mnist_with_unlabelled_usps():
     assert (batch["target"][1] == -1).all()
 
 
+@pytest.mark.slow
 def test_mnist_as_an_svhn_target_is_32x32_with_three_equal_channels():
     from dalib.data.digits import load_digits
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
@@ -61,6 +62,7 @@ def kill_when(process: subprocess.Popen, last, ready) -> dict:
     return torch.load(last, weights_only=True)
 
 
+@pytest.mark.slow
 def test_sigkill_then_ckpt_path_last_ends_as_an_uninterrupted_run(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir(), cut.mkdir()
@@ -79,6 +81,7 @@ def test_sigkill_then_ckpt_path_last_ends_as_an_uninterrupted_run(tmp_path):
     assert [p.name for p in (cut / "runs" / "toy" / "dann").iterdir()] == ["version_0"]
 
 
+@pytest.mark.slow
 def test_sigkill_inside_an_epoch_resumes_at_the_same_batch(tmp_path):
     """``checkpoint_every_n_steps`` writes ``last.ckpt`` inside epochs, with the data position:
     the resumed run trains on the rest of that epoch's batches, in order, with the same dropout

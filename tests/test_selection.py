@@ -126,6 +126,7 @@ def test_proxy_a_distance_is_small_without_shift_and_large_with_it():
     assert proxy_a_distance(a, b + 4.0) > 1.9
 
 
+@pytest.mark.slow
 def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
     run_dalib(["fit", "-c", str(TOY / "dann.yaml"), "--trainer.max_epochs=6",
                "--model.selection=snd"], tmp_path / "fit")  # fmt: skip
@@ -146,6 +147,7 @@ def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
     assert tested == pytest.approx(record["target_acc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_give_the_same_record(tmp_path):
     records = []
     for run in ("a", "b"):
@@ -157,6 +159,7 @@ def test_two_runs_with_one_seed_give_the_same_record(tmp_path):
     assert first == second
 
 
+@pytest.mark.slow
 def test_a_score_that_cannot_be_computed_stops_with_why_unless_a_fallback_is_set(tmp_path, capsys):
     args = ["fit", "-c", str(TOY / "dann.yaml"), "--trainer.max_epochs=1",
             "--data.val_fraction=0.001", "--model.selection=dev"]  # fmt: skip

@@ -5,6 +5,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
@@ -37,6 +38,7 @@ def cli(*args: str) -> DalibCLI:
                         args=["-c", str(TOY / "dann.yaml"), *args])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_cli_uses_the_throttled_bar_unless_told_otherwise():
     assert type(cli().trainer.progress_bar_callback) is ThrottledProgressBar
     assert cli("--trainer.enable_progress_bar=false").trainer.progress_bar_callback is None
@@ -57,6 +59,7 @@ print(peak_rss_mib() - baseline)
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_counts_from_the_reset_not_from_earlier_allocations():
     # a fresh process: in a long test session, freed heap pages stay resident and get reused
     out = subprocess.run([sys.executable, "-c", PEAK_CHECK], capture_output=True, text=True)
@@ -79,6 +82,7 @@ def test_channels_last_changes_the_layout_not_the_outputs():
     assert fast.state_dict().keys() == plain.state_dict().keys()
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_through_dalib(fit_toy):
     record = fit_toy("dann", "--trainer.max_epochs=3", "--trainer.precision=bf16-mixed")
     assert record["config"]["trainer"]["precision"] == "bf16-mixed"

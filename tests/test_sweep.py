@@ -116,6 +116,7 @@ def records(output: Path) -> dict[str, dict]:
     return found
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path):
     spec = {
         "methods": [str(TOY / "source_only.yaml"), str(TOY / "mmd.yaml")],
@@ -174,6 +175,7 @@ def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):
     assert "| dann | 91.7 | Paper 2018, Table 1 |" in text
 
 
+@pytest.mark.slow
 def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the Ray workers' `python -m dalib.cli`
@@ -195,6 +197,7 @@ def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch)
     assert records(tmp_path / "out") == found
 
 
+@pytest.mark.slow
 def test_wandb_logs_each_run_with_its_config_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     path = sweep_file(

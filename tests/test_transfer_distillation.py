@@ -48,6 +48,7 @@ def student(**options) -> DomainAdaptationModule:
     )
 
 
+@pytest.mark.slow
 def test_distilled_student_matches_its_teacher_far_better(teacher_checkpoint):
     teacher = DomainAdaptationModule.load_from_checkpoint(teacher_checkpoint).eval()
     data = DomainDataModule(dataset=BLOBS)

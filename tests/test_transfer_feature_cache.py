@@ -63,6 +63,7 @@ def test_other_weights_or_other_data_get_their_own_cache_file(tmp_path, change):
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
+@pytest.mark.slow
 def test_dann_head_trains_on_cached_features_from_the_command_line(tmp_path):
     cache = tmp_path / "cache"
     data = (

@@ -155,6 +155,7 @@ def test_bad_freeze_targets_are_clear_errors(callback, message):
         fit(toy_module(), [callback], steps=1)
 
 
+@pytest.mark.slow
 def test_fine_tuning_config_runs_from_the_command_line(tmp_path):
     run_dalib(
         [

@@ -51,6 +51,7 @@ def test_init_from_a_different_backbone_is_a_clear_error(pretrained):
         module.start()
 
 
+@pytest.mark.slow
 def test_l2_sp_keeps_weights_closer_to_their_start_than_plain_fine_tuning(pretrained):
     path, start = pretrained
     blobs = {"name": "blobs", "shift": 3.0}  # a new task: 3 classes, a new head
@@ -88,6 +89,7 @@ def test_l2_sp_term_is_half_the_squared_distance_to_the_start(pretrained):
     )
 
 
+@pytest.mark.slow
 def test_unshared_extractors_separate_and_the_tie_holds_them_together(pretrained):
     path, _ = pretrained
     distances = {}

@@ -4,6 +4,7 @@ import csv
 import warnings
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -51,6 +52,7 @@ def test_effective_sample_size():
     assert abs(effective_sample_size(np.array([1.0, 0, 0, 0])) - 0.25) < 1e-12
 
 
+@pytest.mark.slow
 def test_importance_weighted_dann_config_runs_and_logs_weights(tmp_path):
     run_dalib(
         [
@@ -69,6 +71,7 @@ def test_importance_weighted_dann_config_runs_and_logs_weights(tmp_path):
     assert "weights/ess" in header and "weights/max" in header
 
 
+@pytest.mark.slow
 def test_partial_domain_config_down_weights_outlier_source_classes(tmp_path):
     run_dalib(
         [
