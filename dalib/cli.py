@@ -21,7 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from dalib import report, sweep
 from dalib.data import DomainDataModule
-from dalib.errors import DalibError
+from dalib.errors import DalibError, show_warnings_on_one_line
 from dalib.module import DomainAdaptationModule
 from dalib.progress import ThrottledProgressBar
 from dalib.results import library_versions, write_json_atomic
@@ -222,6 +222,7 @@ def run_directory(trainer) -> Path:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``dalib`` command."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    show_warnings_on_one_line()
     arguments = sys.argv[1:] if args is None else list(args)
     try:
         if arguments[:1] == ["sweep"]:
