@@ -42,6 +42,8 @@ def load_feature_file(
     (``n_features`` fixes the width so that domains agree).
     """
     suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DalibError(f"{path}: unknown feature file type; use one of {', '.join(FORMATS)}")
     if path.is_file() and path.stat().st_size == 0:
         raise DalibError(f"{path} has no rows (the file is empty); {NEEDS_ROWS}")
     try:
@@ -56,21 +58,21 @@ def load_feature_file(
                 warnings.filterwarnings("ignore", message=".*input contained no data")
                 table = np.loadtxt(path, delimiter=",", ndmin=2)
             x, y = table[:, :-1], table[:, -1]
-        elif suffix in FORMATS:
+        else:
             x, y = load_svmlight_file(str(path), n_features=n_features)
             x = x.toarray()
-        else:
-            raise DalibError(f"{path}: unknown feature file type; use one of {', '.join(FORMATS)}")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, DalibError):
+        if isinstance(error, DalibError):  # a missing key, named by _keys
             raise
         raise DalibError(f"{path} could not be read as a feature file: {error}") from None
     y = np.asarray(y).ravel()
     if len(y) == 0:
         raise DalibError(f"{path} has no rows; {NEEDS_ROWS}")
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) != len(y):
-        raise DalibError(f"{path}: expected (n, d) features and n labels, got {x.shape}, {y.shape}")
+    if x.ndim != 2 or len(x) != len(y) or x.shape[1] == 0:
+        raise DalibError(
+            f"{path}: expected (n, d) features, d >= 1, and n labels, got {x.shape}, {y.shape}"
+        )
     check_finite(str(path), x, y)
     if not np.all(np.equal(np.mod(y, 1), 0)):
         raise DalibError(f"{path}: labels must be integers, got values such as {y[y % 1 != 0][0]}")
