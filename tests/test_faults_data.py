@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
@@ -120,8 +121,18 @@ def empty_the_source(office: Path) -> None:
     (office / "amazon").mkdir()
 
 
+def truncated_mnist(d: Path) -> None:
+    """MNIST's four files, each an idx header that promises more images than follow."""
+    (d / "MNIST" / "raw").mkdir(parents=True)
+    for split, n in [("train", 60000), ("t10k", 10000)]:
+        images = struct.pack(">4i", 0x803, n, 28, 28) + bytes(100)
+        (d / "MNIST" / "raw" / f"{split}-images-idx3-ubyte").write_bytes(images)
+        labels = struct.pack(">2i", 0x801, n) + bytes(10)
+        (d / "MNIST" / "raw" / f"{split}-labels-idx1-ubyte").write_bytes(labels)
+
+
 OFFICE = "--data.dataset={name: office31, source: amazon, target: webcam, resize: 8, crop: 8}"
-FEATURE_CASES = {
+BAD_DATA = {
     "empty csv": (lambda d: (d / "e.csv").write_text(""), features("e.csv"), r"e\.csv has no rows"),
     "blank csv": (lambda d: (d / "e.csv").write_text("\n\n"), features("e.csv"),
                   r"e\.csv has no rows"),
@@ -135,6 +146,8 @@ FEATURE_CASES = {
                              features("e.svm"), r"e\.svm has no rows"),
     "empty target csv": (lambda d: (d / "e.csv").write_text(""), features("good.csv", "e.csv"),
                          r"e\.csv has no rows"),
+    "csv of labels only": (lambda d: np.savetxt(d / "l.csv", Y), features("l.csv"),
+                           r"l\.csv: expected \(n, d\) features, d >= 1"),
     "truncated npz": (lambda d: (d / "t.npz").write_bytes(write(d / "ok.npz").read_bytes()[:200]),
                       features("t.npz"), r"t\.npz could not be read as a feature file"),
     "NaN/inf in csv": (nan_file(".csv"), features("nan.csv"), r"nan\.csv: row 8, column 3 .*nan"),
@@ -151,12 +164,17 @@ FEATURE_CASES = {
                          r"the source \(.*one\.csv\) has only class 1 in its 40 samples"),
     "one-class source folder": (image_domains(keep_one_class), OFFICE,
                                 r"the source \(.*amazon/images\) has only class 0"),
+    "truncated MNIST": (truncated_mnist, "--data.dataset={name: digits}",
+                        r"MNIST under .* could not be read, a truncated or corrupt file"),
+    "corrupt USPS": (lambda d: (d / "usps.bz2").write_bytes(b"BZh9 not bzip2"),
+                     "--data.dataset={name: digits, source: USPS, target: MNIST}",
+                     r"USPS under .* could not be read, a truncated or corrupt file"),
     "empty source folder": (image_domains(empty_the_source), OFFICE,
                             r"office31/amazon has no class folders"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("make", "dataset", "message"), FEATURE_CASES.values(), ids=FEATURE_CASES)
+@pytest.mark.parametrize(("make", "dataset", "message"), BAD_DATA.values(), ids=BAD_DATA)
 def test_bad_data_stops_before_training_with_one_line(
     capsys, data_dir, runs, make, dataset, message
 ):
@@ -166,7 +184,9 @@ def test_bad_data_stops_before_training_with_one_line(
         warnings.simplefilter("always")
         main(fit_args(data_dir, runs, dataset))
     assert stop.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
     assert lines[-1].startswith("dalib: error: ") and re.search(message, lines[-1]), lines[-1]
     assert not [w for w in caught if issubclass(w.category, DalibWarning)]
     assert snapshot(runs) == before, "a run folder was created or changed"

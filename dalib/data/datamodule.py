@@ -120,6 +120,8 @@ class DomainDataModule(pl.LightningDataModule):
     - Several processes (DDP): each draws its own ``batch_size`` of each domain per step, disjoint
       from the others' (``ShardedRandomSampler``); the default epoch divides by the number of
       processes; validation and test split their sets without padding, each sample evaluated once.
+    - Checked before any training (``dalib.data.checks``): a source of fewer than 2 classes
+      stops; classes the source never shows, and a batch larger than a training split, warn.
     """
 
     def __init__(
