@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from dalib.console import OneLineArgumentParser, fail, quiet_lightning
-from dalib.errors import DalibError
+from dalib.errors import DalibError, show_warnings_on_one_line
 from dalib.progress import ThrottledProgressBar
 from dalib.records import (
     EMBEDDING_FILE,
@@ -335,6 +335,7 @@ def run_lightning(arguments: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``dalib`` command."""
+    show_warnings_on_one_line()
     arguments = sys.argv[1:] if args is None else list(args)
     if not arguments or not arguments[0].startswith("-") or arguments[0] in ("-h", "--help"):
         command_parser().parse_args(arguments[:1])  # --help, or an unknown command: one line

@@ -1,18 +1,43 @@
 """The one exception type dalib raises for bad input, and the checks that raise it.
 
 Every message is one line that names what is wrong and how to fix it; the command line prints it
-as ``dalib: error: <message>`` and exits with status 2.
+as ``dalib: error: <message>`` and exits with status 2. Input that runs, but likely not as meant,
+is a ``DalibWarning``, printed as ``dalib: warning: <message>``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 
 class DalibError(ValueError):
     """Bad input or configuration, reported to the user as one line."""
+
+
+class DalibWarning(UserWarning):
+    """Input that runs but likely not as meant (say, classes that never occur)."""
+
+
+def show_warnings_on_one_line() -> None:
+    """Print each ``DalibWarning`` as the one line ``dalib: warning: <message>``.
+
+    Python's format adds the file, line and source of the ``warn`` call, which say nothing to
+    the user. Other warnings keep the format installed before (Lightning's, or Python's).
+    """
+    previous = warnings.formatwarning
+    if getattr(previous, "dalib_one_line", False):
+        return
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, DalibWarning):
+            return f"dalib: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    format_warning.dalib_one_line = True
+    warnings.formatwarning = format_warning
 
 
 def check_weight(name: str, value: float) -> float:

@@ -20,6 +20,7 @@ from torch.utils.data import (
 )
 
 from dalib.data.batched import read_items
+from dalib.data.checks import check_batch_size, check_source_labels
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.distributed import ShardedRandomSampler, evaluation_sampler, global_seed
 from dalib.errors import DalibError
@@ -119,6 +120,8 @@ class DomainDataModule(pl.LightningDataModule):
     - Several processes (DDP): each draws its own ``batch_size`` of each domain per step, disjoint
       from the others' (``ShardedRandomSampler``); the default epoch divides by the number of
       processes; validation and test split their sets without padding, each sample evaluated once.
+    - Checked before any training (``dalib.data.checks``): a source of fewer than 2 classes
+      stops; classes the source never shows, and a batch larger than a training split, warn.
     """
 
     def __init__(
@@ -213,6 +216,11 @@ class DomainDataModule(pl.LightningDataModule):
                     f"the {name} set of {self.dataset_name!r} is empty; check the dataset "
                     "path and domain names in the config"
                 )
+        check_source_labels(
+            pair.source_origin or f"{pair.benchmark} {pair.task}",
+            dataset_labels(pair.source),
+            pair.num_classes,
+        )
         shapes = {
             "source": tuple(pair.source[0][0].shape),
             "target training": tuple(pair.target_train[0][0].shape),
@@ -253,7 +261,19 @@ class DomainDataModule(pl.LightningDataModule):
         }
 
     def setup(self, stage: str) -> None:
-        self.splits  # noqa: B018 - build and check the splits before any loader is asked for
+        """Build and check the splits before any loader is asked for; before fitting, warn of
+        a batch larger than a training split."""
+        splits = self.splits
+        if stage != "fit":
+            return
+        processes = self.replicas()[0]
+        for split, name in [
+            ("source_train", "source training"),
+            ("target_train", "target training"),
+        ]:
+            check_batch_size(
+                name, len(splits[split]), self.batch_size, processes, self.steps_per_epoch()
+            )
 
     def steps_per_epoch(self) -> int:
         if self.iterations_per_epoch is not None:

@@ -80,10 +80,14 @@ def decoded_digits(
     try:
         raw = DIGITS[name](str(folder), train, download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted ..."
+        if "not found" not in str(error):
+            raise unreadable(name, folder, root, error) from None
         raise DalibError(
             f"{name} not found under {folder} (data folder from {where_from(root)}): {error}; "
             "set data.dataset.download: true to fetch it with torchvision"
         ) from None
+    except (EOFError, OSError, ValueError) as error:  # a truncated or corrupt (bz2) file
+        raise unreadable(name, folder, root, error) from None
     if name == "SVHN":
         images = torch.as_tensor(raw.data)  # (n, 3, 32, 32) uint8
         labels = torch.as_tensor(raw.labels)  # torchvision already maps the label 10 to 0
@@ -97,6 +101,15 @@ def decoded_digits(
     if images.shape[1] != channels:
         images = images.expand(-1, channels, -1, -1).contiguous()
     return images, labels.long()
+
+
+def unreadable(name: str, folder: Path, root: str | os.PathLike | None, error: Exception):
+    """The error for a dataset whose files are there but cannot be decoded."""
+    return DalibError(
+        f"{name} under {folder} (data folder from {where_from(root)}) could not be read, a "
+        f"truncated or corrupt file? ({error}); delete its files and fetch them again "
+        "(data.dataset.download: true)"
+    )
 
 
 @DATASETS.register("digits")

@@ -20,6 +20,7 @@ class DomainPair:
     samples of ``target_train`` with the evaluation transform, for label-free model selection.
     ``in_memory`` says whether the
     samples are already tensors in memory (no loader workers needed) or decoded from files.
+    ``source_origin`` names the file or folder the source was read from, for messages about it.
     """
 
     benchmark: str
@@ -31,6 +32,7 @@ class DomainPair:
     source_eval: Dataset | None = None
     target_eval: Dataset | None = None
     in_memory: bool = True
+    source_origin: str | None = None
 
 
 DATASETS: Registry[DomainPair] = Registry("dataset")

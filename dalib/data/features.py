@@ -7,6 +7,8 @@ Preprocessing follows the published shallow-DA protocols, applied per domain in 
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -17,11 +19,13 @@ import torch
 from sklearn.datasets import load_svmlight_file
 
 from dalib.data.batched import BatchedTensorDataset
+from dalib.data.checks import check_finite
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.roots import data_root, require
 from dalib.errors import DalibError
 
 Step = Literal["l1", "log1p", "zscore"]
+NEEDS_ROWS = "it needs one row per sample: its features and a label"
 FORMATS = (".mat", ".npz", ".csv", ".svm", ".svmlight", ".libsvm", ".txt")
 
 
@@ -38,6 +42,10 @@ def load_feature_file(
     (``n_features`` fixes the width so that domains agree).
     """
     suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DalibError(f"{path}: unknown feature file type; use one of {', '.join(FORMATS)}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DalibError(f"{path} has no rows (the file is empty); {NEEDS_ROWS}")
     try:
         if suffix == ".mat":
             content = scipy.io.loadmat(path)
@@ -46,23 +54,28 @@ def load_feature_file(
             with np.load(path) as content:
                 x, y = _keys(dict(content), path, features_key, labels_key)
         elif suffix == ".csv":
-            table = np.loadtxt(path, delimiter=",", ndmin=2)
+            with warnings.catch_warnings():  # an empty file: numpy warns, the check below stops
+                warnings.filterwarnings("ignore", message=".*input contained no data")
+                table = np.loadtxt(path, delimiter=",", ndmin=2)
             x, y = table[:, :-1], table[:, -1]
-        elif suffix in FORMATS:
+        else:
             x, y = load_svmlight_file(str(path), n_features=n_features)
             x = x.toarray()
-        else:
-            raise DalibError(f"{path}: unknown feature file type; use one of {', '.join(FORMATS)}")
-    except (OSError, ValueError) as error:
-        if isinstance(error, DalibError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, DalibError):  # a missing key, named by _keys
             raise
         raise DalibError(f"{path} could not be read as a feature file: {error}") from None
     y = np.asarray(y).ravel()
+    if len(y) == 0:
+        raise DalibError(f"{path} has no rows; {NEEDS_ROWS}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y) or x.shape[1] == 0:
+        raise DalibError(
+            f"{path}: expected (n, d) features, d >= 1, and n labels, got {x.shape}, {y.shape}"
+        )
+    check_finite(str(path), x, y)
     if not np.all(np.equal(np.mod(y, 1), 0)):
         raise DalibError(f"{path}: labels must be integers, got values such as {y[y % 1 != 0][0]}")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) != len(y):
-        raise DalibError(f"{path}: expected (n, d) features and n labels, got {x.shape}, {y.shape}")
     return x, y.astype(np.int64)
 
 
@@ -123,7 +136,10 @@ def _pair_of_files(
             "both domains need the same features"
         )
     # Transductive protocol: train on all source samples, adapt to and test on all target ones.
-    return DomainPair(benchmark, task, source_data, target_data, target_data, num_classes)
+    return DomainPair(
+        benchmark, task, source_data, target_data, target_data, num_classes,
+        source_origin=str(source),
+    )  # fmt: skip
 
 
 @DATASETS.register("features")

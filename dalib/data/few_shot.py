@@ -31,4 +31,5 @@ def few_shot(dataset: Spec, per_class: int, seed: int = 0) -> DomainPair:
         task=f"{pair.task.split('->')[-1]}, {per_class} labels per class",
         source=Subset(pair.target_train, chosen),
         source_eval=Subset(target, chosen),
+        source_origin=f"the {per_class} labelled target samples per class of {pair.task}",
     )

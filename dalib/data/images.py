@@ -154,6 +154,12 @@ def folder_samples(directory: Path, classes: list[str]) -> list[tuple[Path, int]
 def shared_classes(source_dir: Path, target_dir: Path, benchmark: ImageBenchmark) -> list[str]:
     """The sorted class folder names, which must be the same in both domains."""
     found = {d: sorted(p.name for p in d.iterdir() if p.is_dir()) for d in (source_dir, target_dir)}
+    for directory, classes in found.items():
+        if not classes:
+            raise DalibError(
+                f"{directory} has no class folders; {benchmark.title} needs one folder of "
+                "images per class in each domain"
+            )
     if found[source_dir] != found[target_dir]:
         only_s = sorted(set(found[source_dir]) - set(found[target_dir]))
         only_t = sorted(set(found[target_dir]) - set(found[source_dir]))
@@ -223,6 +229,7 @@ def image_benchmark(
         if unknown or not {"source", "target"} <= set(file_lists):
             raise DalibError("file_lists takes the keys source, target and optionally target_test")
         lists = {k: require(base / v, root, "check file_lists") for k, v in file_lists.items()}
+        source_origin = str(lists["source"])
         source_samples = list_samples(lists["source"], base, benchmark.num_classes)
         target_samples = list_samples(lists["target"], base, benchmark.num_classes)
         test_samples = (list_samples(lists["target_test"], base, benchmark.num_classes)
@@ -230,6 +237,7 @@ def image_benchmark(
     else:
         source_dir = class_folders(require(base / benchmark.domains[s], root, "check the domain"))
         target_dir = class_folders(require(base / benchmark.domains[t], root, "check the domain"))
+        source_origin = str(source_dir)
         classes = shared_classes(source_dir, target_dir, benchmark)
         source_samples = folder_samples(source_dir, classes)
         target_samples = test_samples = folder_samples(target_dir, classes)
@@ -247,6 +255,7 @@ def image_benchmark(
         source_eval=ImageList(source_samples, eval_tf),
         target_eval=ImageList(target_samples, eval_tf),
         in_memory=False,
+        source_origin=source_origin,
     )
 
 
