@@ -56,7 +56,7 @@ def make_module(
         **options,
     )
     if weighted:
-        module.source_weights = WEIGHTS
+        module.objective.source_weights = WEIGHTS
     return module.double()
 
 
