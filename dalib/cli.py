@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import Callback, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_only
 
-from dalib import report, sweep
+from dalib import report, run_history, sweep
 from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
 from dalib.progress import ThrottledProgressBar
 from dalib.results import library_versions, write_json_atomic
-from dalib.resume import find_last_checkpoint
+from dalib.resume import RandomStates
+from dalib.run_identity import resume_target
 from dalib.selection import SelectionTracker
 from dalib.step_stats import StepStats
 
@@ -82,17 +85,23 @@ class DalibCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
-        if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
+        """``fit --ckpt_path``: continue an unfinished run of this config in its own folder
+        (``dalib.run_identity``; refused before anything is written), its metrics history kept
+        (``dalib.run_history``)."""
+        if self.subcommand != "fit" or self.config.fit.ckpt_path is None:
             return
-        logger = self.config.fit.trainer.logger
-        init_args = getattr(logger, "init_args", None)
-        if init_args is None or getattr(init_args, "save_dir", None) is None:
-            return  # another logger layout: Lightning's own lookup of `last` applies
-        run_root = Path(init_args.save_dir) / str(getattr(init_args, "name", "") or "")
-        checkpoint, version = find_last_checkpoint(run_root)
-        init_args.version = version
-        self.config.fit.ckpt_path = str(checkpoint)
+        init_args = getattr(self.config.fit.trainer.logger, "init_args", None)
+        save_dir = getattr(init_args, "save_dir", None)
+        run_root = None if save_dir is None else Path(save_dir) / str(init_args.get("name") or "")
+        config = yaml.safe_load(self.parser.dump(self.config))["fit"]
+        resume = resume_target(self.config.fit.ckpt_path, run_root, config)
+        if resume is None:
+            return  # Lightning's own handling: `last` of another logger layout, or a new run
+        init_args.version = resume.run_dir.name
+        self.config.fit.ckpt_path = str(resume.checkpoint)
+        if rank_zero_only.rank == 0:
+            run_history.set_aside(resume.run_dir, resume.global_step)
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will")
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
@@ -103,6 +112,8 @@ class DalibCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        if self.trainer.is_global_zero:
+            run_history.join(run_directory(self.trainer))
         tracker = callback_of(self.trainer, SelectionTracker)
         if self.trainer.is_global_zero and tracker.embedding:
             path = run_directory(self.trainer) / EMBEDDING_FILE
@@ -120,6 +131,7 @@ class DalibCLI(LightningCLI):
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
+                "resumed_from": callback_of(self.trainer, RandomStates).resumed_from,
             },
         )
 
