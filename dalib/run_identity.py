@@ -18,6 +18,7 @@ and data keys included, decides the numbers, and a changed value is a new run.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The keys outside ``IGNORED`` whose values differ, as ``key (saved vs current)``; a key
-    missing on one side counts as null there."""
+    """The keys outside ``IGNORED`` whose values differ, as ``key (<saved> there, <current>
+    here)``; a key missing on one side counts as null there."""
     a, b = flatten(saved), flatten(current)
     keys = [
         k
@@ -84,7 +85,10 @@ def why_not(run_dir: Path, config: dict[str, Any], checkpoint: Path) -> str | No
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         return f"{run_dir.name} has no {CONFIG_FILE} to compare with"
-    diffs = differences(yaml.safe_load(saved.read_text()) or {}, config)
+    try:
+        diffs = differences(yaml.safe_load(saved.read_text()) or {}, config)
+    except yaml.YAMLError:
+        return f"{run_dir.name} has a {CONFIG_FILE} that is not YAML"
     if diffs:
         more = f" and {len(diffs) - 3} more keys" if len(diffs) > 3 else ""
         return f"{run_dir.name} differs in {', '.join(diffs[:3])}{more}"
@@ -93,9 +97,10 @@ def why_not(run_dir: Path, config: dict[str, Any], checkpoint: Path) -> str | No
 
 def global_step(checkpoint: Path) -> int:
     """The checkpoint's global step, read without loading its tensors into memory."""
-    return int(
-        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-    )
+    try:
+        return int(torch.load(checkpoint, weights_only=True, mmap=True)["global_step"])
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
+        raise DalibError(f"cannot read the global step of {checkpoint}: {error}") from None
 
 
 def resume_target(ckpt_path: str, run_root: Path | None, config: dict[str, Any]) -> Resume | None:
