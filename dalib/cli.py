@@ -14,13 +14,17 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+import yaml
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities import rank_zero_only
 
+from dalib import run_history
 from dalib.console import OneLineArgumentParser, fail, quiet_lightning
 from dalib.errors import DalibError, show_warnings_on_one_line
 from dalib.progress import ThrottledProgressBar
@@ -32,7 +36,8 @@ from dalib.records import (
     run_directory,
     write_json_atomic,
 )
-from dalib.resume import find_last_checkpoint
+from dalib.resume import RandomStates
+from dalib.run_identity import resume_target
 from dalib.step_stats import StepStats
 
 if TYPE_CHECKING:
@@ -103,21 +108,27 @@ class DalibCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
-        """Check the files the command reads and writes before anything runs; then resolve
-        ``fit --ckpt_path last``: continue the newest run of this config, in its own folder."""
+        """Check the files the command reads and writes before anything runs. Then ``fit
+        --ckpt_path``: continue an unfinished run of this config in its own folder
+        (``dalib.run_identity``; refused before anything is written), its metrics history kept
+        (``dalib.run_history``)."""
         check_paths(
             self.subcommand, self.config[self.subcommand] if self.subcommand else self.config
         )
-        if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
+        if self.subcommand != "fit" or self.config.fit.ckpt_path is None:
             return
-        logger = self.config.fit.trainer.logger
-        init_args = getattr(logger, "init_args", None)
-        if init_args is None or getattr(init_args, "save_dir", None) is None:
-            return  # another logger layout: Lightning's own lookup of `last` applies
-        run_root = Path(init_args.save_dir) / str(getattr(init_args, "name", "") or "")
-        checkpoint, version = find_last_checkpoint(run_root)
-        init_args.version = version
-        self.config.fit.ckpt_path = str(checkpoint)
+        init_args = getattr(self.config.fit.trainer.logger, "init_args", None)
+        save_dir = getattr(init_args, "save_dir", None)
+        run_root = None if save_dir is None else Path(save_dir) / str(init_args.get("name") or "")
+        config = yaml.safe_load(self.parser.dump(self.config))["fit"]
+        resume = resume_target(self.config.fit.ckpt_path, run_root, config)
+        if resume is None:
+            return  # Lightning's own handling: `last` of another logger layout, or a new run
+        init_args.version = resume.run_dir.name
+        self.config.fit.ckpt_path = str(resume.checkpoint)
+        if rank_zero_only.rank == 0:
+            run_history.set_aside(resume.run_dir, resume.global_step)
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will")
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
@@ -130,6 +141,8 @@ class DalibCLI(LightningCLI):
 
         if self.trainer.interrupted:
             return
+        if self.trainer.is_global_zero:
+            run_history.join(run_directory(self.trainer))
         tracker = callback_of(self.trainer, SelectionTracker)
         if self.trainer.is_global_zero and tracker.embedding:
             path = run_directory(self.trainer) / EMBEDDING_FILE
@@ -147,6 +160,7 @@ class DalibCLI(LightningCLI):
                 "epochs": self.trainer.current_epoch,
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
+                "resumed_from": callback_of(self.trainer, RandomStates).resumed_from,
             },
         )
 

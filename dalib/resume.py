@@ -1,22 +1,25 @@
-"""What exact resumption needs beyond Lightning's checkpoint: random states, and finding `last`.
+"""What exact resumption needs beyond Lightning's checkpoint.
 
 Lightning's checkpoint holds the model, optimiser, LR scheduler and loop progress (so the λ/γ
 schedules, driven by the global step, continue where they were). ``RandomStates`` adds the
 Python, NumPy and torch generators, so the data order and dropout after a resume are those of an
 uninterrupted run, and, in a checkpoint written in the middle of an epoch, the position in the
 epoch's data: the generator state each ``ResumableSampler`` drew its order from and the number
-of batches already trained on. (Lightning's own resumable loaders cannot serve here: it builds
-the training iterator before it restores the loops, because the LR schedule asks for the
-number of steps.) ``find_last_checkpoint`` resolves ``--ckpt_path last`` to the newest
-``last.ckpt`` of the config's run folder, so the resumed run continues in that folder.
+of batches already trained on (from the ``batch_idx`` of its own hook). (Lightning's
+own resumable loaders cannot serve here: it builds the training iterator before it restores the
+loops, because the LR schedule asks for the number of steps.) It also keeps the list of the
+run's resumes (``resumed_from``) in the checkpoint, for the run record. Which run
+``--ckpt_path`` continues is ``dalib.run_identity``'s job; keeping the metrics history across
+resumes ``dalib.run_history``'s.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -76,26 +79,34 @@ def training_loaders(trainer: pl.Trainer) -> list:
     return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
 
 
-def data_position(trainer: pl.Trainer) -> dict[str, Any] | None:
-    """Where the current epoch's training data stands, when a checkpoint is written inside it:
-    each ``ResumableSampler``'s generator state and the samples already trained on."""
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    if trainer.train_dataloader is None or not 0 < done < trainer.num_training_batches:
+def data_position(trainer: pl.Trainer, batches: int) -> dict[str, Any] | None:
+    """Where the current epoch's training data stands after ``batches`` of its batches, when a
+    checkpoint is written inside it: each ``ResumableSampler``'s generator state and the
+    samples already trained on."""
+    if trainer.train_dataloader is None or not 0 < batches < trainer.num_training_batches:
         return None
     loaders = [dl for dl in training_loaders(trainer) if isinstance(dl.sampler, ResumableSampler)]
     return {
         "rng_states": [dl.sampler.rng_state for dl in loaders],
-        "skips": [done * dl.batch_size for dl in loaders],
+        "skips": [batches * dl.batch_size for dl in loaders],
     }
 
 
 class RandomStates(Callback):
     """Saves the random generators' states in every checkpoint and restores them on resume; in
-    the middle of an epoch, also the position in its data (see the module's docstring)."""
+    the middle of an epoch, also the position in its data (see the module's docstring).
+
+    ``resumed_from`` lists the resumes that led to this run's current state, oldest first: the
+    checkpoint, its global step and epoch, how long the segment that wrote it had trained
+    (``trained_s``) and when training resumed from it (``resumed_at``, UTC).
+    """
 
     def __init__(self) -> None:
         self._trainer: pl.Trainer | None = None
-        self._resume: dict[str, Any] | None = None
+        self._restored: dict[str, Any] | None = None
+        self._batches = 0  # batches trained in the current epoch
+        self._started = time.perf_counter()
+        self.resumed_from: list[dict[str, Any]] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -108,20 +119,36 @@ class RandomStates(Callback):
             "numpy": numpy_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "data": data_position(trainer) if fitting else None,
+            "data": data_position(trainer, self._batches) if fitting else None,
+            "resumed_from": self.resumed_from,
+            "trained_s": round(time.perf_counter() - self._started, 3),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         set_random_states(state_dict)
-        self._resume = state_dict if state_dict.get("data") else None
+        self._restored = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Mid-epoch resume: replay the epoch's order from where it stopped. Lightning drew from
-        the generators when it built the data iterator after the restore, so set them again."""
-        if self._resume is None:
+        """Resume: note it in ``resumed_from``; in the middle of an epoch, replay the epoch's
+        order from where it stopped. Lightning drew from the generators when it built the data
+        iterator after the restore, so set them again."""
+        self._started = time.perf_counter()
+        if self._restored is None:
             return
-        state, self._resume = self._resume, None
+        state, self._restored = self._restored, None
+        self.resumed_from = [
+            *state.get("resumed_from", []),
+            {
+                "checkpoint": str(trainer.ckpt_path),
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "trained_s": state.get("trained_s"),
+                "resumed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        ]
         position = state["data"]
+        if not position:
+            return
         loaders = [
             dl for dl in training_loaders(trainer) if isinstance(dl.sampler, ResumableSampler)
         ]
@@ -136,6 +163,12 @@ class RandomStates(Callback):
             loader.sampler.resume(rng_state, skip)
         set_random_states(state)
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        """Count the epoch's batches: ``batch_idx`` counts on after a mid-epoch resume."""
+        self._batches = batch_idx + 1
+
 
 def set_random_states(state_dict: dict[str, Any]) -> None:
     """Set the Python, NumPy, torch (and CUDA) generators to a ``RandomStates`` checkpoint's."""
@@ -145,14 +178,3 @@ def set_random_states(state_dict: dict[str, Any]) -> None:
     torch.set_rng_state(state_dict["torch"])
     if state_dict["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
-def find_last_checkpoint(run_root: Path) -> tuple[Path, str]:
-    """The newest ``<run_root>/<version>/checkpoints/last.ckpt`` and its version folder name."""
-    candidates = sorted(run_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise DalibError(
-            f"--ckpt_path last: no last.ckpt under {run_root}/*/checkpoints; start the run "
-            "without --ckpt_path, or give the checkpoint file"
-        )
-    return candidates[-1], candidates[-1].parent.parent.name
