@@ -19,10 +19,10 @@ CHILDREN = {
 }
 
 
-def metrics_of_dalib_test(args: list[str], save_dir) -> dict:
-    run_dalib(["test", *args], save_dir)
-    (path,) = save_dir.rglob("test_result.json")
-    return json.loads(path.read_text())["metrics"]
+def metrics_of_dalib_test(args: list[str], checkpoint, save_dir) -> dict:
+    """``dalib test`` of ``checkpoint``: the metrics of the record it writes beside it."""
+    run_dalib(["test", *args, f"--ckpt_path={checkpoint}"], save_dir)
+    return json.loads((checkpoint.parent.parent / "test_result.json").read_text())["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,12 @@ def test_children_test_alike_after_their_parent_file_is_deleted(parent_and_child
         if k.startswith("network.backbone.")
     }  # fmt: skip
     before = {
-        kind: metrics_of_dalib_test([*args, f"--ckpt_path={child}"], root / f"before_{kind}")
+        kind: metrics_of_dalib_test(args, child, root / f"before_{kind}")
         for kind, (args, child) in children.items()
     }
     parent.unlink()
     for kind, (args, child) in children.items():
-        after = metrics_of_dalib_test([*args, f"--ckpt_path={child}"], root / f"after_{kind}")
+        after = metrics_of_dalib_test(args, child, root / f"after_{kind}")
         assert after["test/target_acc"] == before[kind]["test/target_acc"], kind
         assert after["test/source_ce"] == before[kind]["test/source_ce"], kind
     # what the children needed of the parent is in their checkpoints
