@@ -35,6 +35,16 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over the processes training together, without gradient (``value``
+    itself in one process)."""
+    if world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world_size()
+
+
 class GatherRows(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every process's gradient into each one's rows.
 

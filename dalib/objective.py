@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dalib.discrepancy import DISCREPANCIES
-from dalib.distributed import gather_inputs, world_size
+from dalib.distributed import gather_inputs, mean_over_processes, world_size
 from dalib.errors import DalibError
 from dalib.network import Network
 from dalib.registry import Spec
@@ -54,10 +54,16 @@ Batch = Mapping[str, Sequence[torch.Tensor]]
 def weighted_cross_entropy(
     logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
 ) -> torch.Tensor:
-    """Cross-entropy; with weights, ``Σ w_i·ce_i / Σ w_i`` over the batch."""
+    """Cross-entropy; with weights, ``Σ w_i·ce_i / Σ w_i`` over the batch.
+
+    Under data-parallel training, which averages the processes' losses (and gradients), the
+    denominator is the mean of the processes' ``Σ w``: the average is then the weighted mean over
+    all processes' samples, as one process with the whole batch computes it.
+    """
     if w is None:
         return F.cross_entropy(logits, y)
-    return (w * F.cross_entropy(logits, y, reduction="none")).sum() / w.sum().clamp_min(1e-12)
+    total = (w * F.cross_entropy(logits, y, reduction="none")).sum()
+    return total / mean_over_processes(w.sum()).clamp_min(1e-12)
 
 
 class Objective(nn.Module):

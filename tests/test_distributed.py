@@ -83,15 +83,16 @@ def extractor(module: DomainAdaptationModule) -> list[nn.Parameter]:
     return list(module.network.backbone.parameters())
 
 
-class Discrepancy(nn.Module):
-    """What DDP wraps: the module's discrepancy term on one paired batch."""
+class Term(nn.Module):
+    """What DDP wraps: one term of the module's objective on one paired batch."""
 
-    def __init__(self, module: DomainAdaptationModule) -> None:
+    def __init__(self, module: DomainAdaptationModule, term: str = "discrepancy") -> None:
         super().__init__()
         self.module = module
+        self.term = term
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.module.compute_losses(batch, progress=0.5)["discrepancy"]
+        return self.module.compute_losses(batch, progress=0.5)[self.term]
 
 
 def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -115,11 +116,19 @@ def ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
         ("dann", "dann", False, {}),
     ]:
         module = make_module(spec, weighted, **options)
-        ddp = DistributedDataParallel(Discrepancy(module), find_unused_parameters=True)
+        ddp = DistributedDataParallel(Term(module), find_unused_parameters=True)
         value = ddp(shard(full_batch(), rank))
         value.backward()
         results[key] = {"value": value.detach(), "grads": [p.grad for p in extractor(module)]}
-    results["gathered_calls"] = gathered_calls
+    results["gathered_calls"] = list(gathered_calls)  # the measures above
+    module = make_module("mmd", weighted=True)
+    ddp = DistributedDataParallel(Term(module, "source_ce"), find_unused_parameters=True)
+    value = ddp(shard(full_batch(), rank))
+    value.backward()
+    results["weighted_source_ce"] = {
+        "value": value.detach(),
+        "grads": [p.grad for p in module.network.parameters() if p.grad is not None],
+    }
     try:
         wdgrl = {"name": "wdgrl", "critic_steps": 5}
         make_module(wdgrl).compute_losses(shard(full_batch(), rank), progress=0.5)
@@ -311,3 +320,21 @@ def test_dalib_fit_on_two_processes_evaluates_every_sample_once_with_the_same_me
             ce = F.cross_entropy(logits, y).item()
             assert ranks[0]["metrics"][f"val/{domain}_acc"] == pytest.approx(accuracy, abs=1e-6)
             assert ranks[0]["metrics"][f"val/{domain}_ce"] == pytest.approx(ce, abs=1e-5)
+
+
+@pytest.mark.ddp
+def test_weighted_source_loss_averaged_by_ddp_is_the_weighted_mean_of_the_whole_batch(
+    ddp_results,
+):
+    module = make_module("mmd", weighted=True)
+    value = module.compute_losses(full_batch(), progress=0.5)["source_ce"]
+    used = [p for p in module.network.parameters()]
+    grads = torch.autograd.grad(value, used, allow_unused=True)
+    grads = [g for g in grads if g is not None]
+    per_rank = [rank["weighted_source_ce"] for rank in ddp_results]
+    # DDP averages the processes' gradients (and their losses, in the reported mean)
+    mean = torch.stack([r["value"] for r in per_rank]).mean()
+    torch.testing.assert_close(mean, value.detach(), rtol=1e-10, atol=1e-12)
+    for rank in per_rank:
+        for got, want in zip(rank["grads"], grads, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
