@@ -23,13 +23,11 @@ from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
 from dalib.selection import SCORES, SELECTIONS, SelectionTracker
 from dalib.step_stats import StepStats
+from dalib.train_accuracy import TrainingAccuracy
 
 # Validation/test loaders 0 and 1 of DomainDataModule; validation also has loader 2, unlabelled
 # target samples that only the label-free selection scores see.
 EVAL_DOMAINS = ("source", "target")
-# Training steps whose predictions wait for the accuracy metric at most (bounded memory when the
-# logging steps are far apart)
-PENDING_PREDICTIONS = 100
 TEACHER_KEY = "distillation_teacher"  # the checkpoint's entry for the teacher's architecture
 
 
@@ -111,11 +109,8 @@ class DomainAdaptationModule(pl.LightningModule):
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
+        self.train_source_acc = TrainingAccuracy(num_classes)
         accuracy = partial(MulticlassAccuracy, num_classes, average="micro")
-        self.train_source_acc = accuracy()
-        # (predicted class, label) of the latest source batches: the accuracy metric sees them
-        # at each log (or every PENDING_PREDICTIONS steps), as its update costs more than an argmax
-        self._train_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
         # torchmetrics, not a logged tensor with sync_dist: Lightning's synced mean truncates when
         # the processes hold different numbers of evaluation samples
         self.eval_acc = per_stage_and_domain(accuracy)
@@ -149,22 +144,16 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         terms = self.compute_losses(batch, self.progress())
-        self._train_predictions.append((terms.pop("logits_s").argmax(1), batch["source"][1]))
+        self.train_source_acc.add(terms.pop("logits_s"), batch["source"][1])
         every, last = self.trainer.log_every_n_steps, self.trainer.is_last_batch
-        logs = (self.global_step + 1) % every == 0 or last  # a step the trainer logs
-        if logs or len(self._train_predictions) == PENDING_PREDICTIONS:
-            predicted, labels = map(torch.cat, zip(*self._train_predictions, strict=True))
-            self._train_predictions.clear()
-            self.train_source_acc.update(predicted, labels)
-        if logs:
+        if (self.global_step + 1) % every == 0 or last:  # a step the trainer logs
             # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
             # small model's step. The accuracy is over the steps since the last log.
             logged = {f"train/{name}": value.detach() for name, value in terms.items()}
             group = self.optimizers().param_groups[-1]
             logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
             self.log_dict(logged, batch_size=batch["source"][0].shape[0])
-            self.log("train/source_acc", self.train_source_acc.compute(), prog_bar=True)
-            self.train_source_acc.reset()
+            self.log("train/source_acc", self.train_source_acc.compute_and_reset(), prog_bar=True)
         # the terms go to on_train_batch_end's outputs: FiniteGuard names them if the loss is NaN
         return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
 

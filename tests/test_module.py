@@ -10,9 +10,9 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from dalib import DomainAdaptationModule, DomainDataModule
-from dalib import module as module_code
 from dalib.errors import DalibError
 from dalib.target_losses import UNLABELLED, EntropyMinimisation, LabelledCrossEntropy
+from dalib.train_accuracy import TrainingAccuracy
 from tests.conftest import quiet_fit
 
 
@@ -229,12 +229,10 @@ def test_a_checkpoint_resumes_at_its_global_step(tmp_path):
     assert resumed.global_step == 20
 
 
-def test_training_accuracy_is_over_the_steps_since_the_last_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        module_code, "PENDING_PREDICTIONS", 2
-    )  # the metric also updates between logs
+def test_training_accuracy_is_over_the_steps_since_the_last_log(tmp_path):
     pl.seed_everything(0)
     module = DomainAdaptationModule(num_classes=2, input_shape=(2,), discrepancy="dann")
+    module.train_source_acc.pending_limit = 2  # the metric also updates between logs
     hits = []
     compute_losses = module.compute_losses
 
@@ -259,3 +257,22 @@ def test_training_accuracy_is_over_the_steps_since_the_last_log(tmp_path, monkey
         logged = [float(row["train/source_acc"]) for row in csv.DictReader(rows)]
     expected = [torch.cat(hits[k : k + 5]).mean().item() for k in range(0, 20, 5)]
     assert logged == pytest.approx(expected)
+
+
+def test_training_accuracy_between_two_logs_survives_a_checkpoint():
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g))
+               for _ in range(5)]  # fmt: skip
+    whole = TrainingAccuracy(3)
+    for logits, labels in batches:
+        whole.add(logits, labels)
+    before = TrainingAccuracy(3)
+    for logits, labels in batches[:3]:
+        before.add(logits, labels)
+    resumed = TrainingAccuracy(3)
+    resumed.load_state_dict(before.state_dict())  # what a checkpoint between two logs holds
+    for logits, labels in batches[3:]:
+        resumed.add(logits, labels)
+    hits = sum(int((logits.argmax(1) == labels).sum()) for logits, labels in batches)
+    assert resumed.compute_and_reset() == pytest.approx(hits / 40)
+    assert whole.compute_and_reset() == pytest.approx(hits / 40)
