@@ -29,6 +29,7 @@ from dalib.train_accuracy import TrainingAccuracy
 # target samples that only the label-free selection scores see.
 EVAL_DOMAINS = ("source", "target")
 TEACHER_KEY = "distillation_teacher"  # the checkpoint's entry for the teacher's architecture
+TRAIN_ACCURACY_KEY = "train_source_acc"  # the checkpoint's entry for the accuracy since the log
 
 
 class DomainAdaptationModule(pl.LightningModule):
@@ -158,7 +159,9 @@ class DomainAdaptationModule(pl.LightningModule):
         return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The distillation teacher's architecture (its weights are in the state_dict)."""
+        """The distillation teacher's architecture (its weights are in the state_dict), and the
+        training accuracy's counts since the last log."""
+        checkpoint[TRAIN_ACCURACY_KEY] = self.train_source_acc.state()
         distillation = self.objective.distillation
         if distillation is not None and distillation.teacher is not None:
             checkpoint[TEACHER_KEY] = distillation.teacher.config
@@ -167,6 +170,8 @@ class DomainAdaptationModule(pl.LightningModule):
         """Before the weights load: the distillation teacher that holds its share of them."""
         if TEACHER_KEY in checkpoint and self.objective.distillation is not None:
             self.objective.distillation.build_teacher(checkpoint[TEACHER_KEY])
+        if TRAIN_ACCURACY_KEY in checkpoint:
+            self.train_source_acc.restore(checkpoint[TRAIN_ACCURACY_KEY])
         self.started = True
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> dict[str, torch.Tensor]:

@@ -13,10 +13,10 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from dalib.errors import DalibError
 
@@ -41,25 +41,35 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` holds either the old file or the whole new one.
+def write_atomic(path: Path, write: Callable[[TextIO], None], mode: int | None = None) -> None:
+    """Write a text file through ``write(file)`` so that ``path`` holds either the old file or
+    the whole new one.
 
-    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), not the
-    0600 of the temporary file it is renamed from.
+    The file gets ``mode``; by default the mode a plain ``open(path, "w")`` would give (0666
+    less the umask), not the 0600 of the temporary file it is renamed from.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
+        os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as indented JSON, atomically (``write_atomic``)."""
+
+    def dump(f: TextIO) -> None:
+        json.dump(record, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+
+    write_atomic(path, dump)
 
 
 def current_umask() -> int:

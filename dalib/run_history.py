@@ -15,10 +15,11 @@ are recognised and kept once (a row is the same row when every column is), so a 
 from __future__ import annotations
 
 import csv
-import os
 import stat
-import tempfile
 from pathlib import Path
+from typing import TextIO
+
+from dalib.records import write_atomic
 
 METRICS_FILE = "metrics.csv"  # Lightning's CSVLogger
 HISTORY_FILE = "metrics.before_resume.csv"
@@ -35,24 +36,16 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def write_rows_atomic(path: Path, rows: list[Row], mode_of: Path) -> None:
-    """Write ``rows`` (columns sorted, as Lightning writes them) so that ``path`` holds either
-    the old file or the whole new one; with the permissions of ``mode_of`` where it exists
-    (a temporary file is private)."""
+    """Write ``rows`` (columns sorted, as Lightning writes them) atomically, with the
+    permissions of ``mode_of`` where it exists."""
     columns = sorted({key for row in rows for key in row})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if mode_of.is_file():
-            os.fchmod(fd, stat.S_IMODE(mode_of.stat().st_mode))
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def dump(f: TextIO) -> None:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write_atomic(path, dump, stat.S_IMODE(mode_of.stat().st_mode) if mode_of.is_file() else None)
 
 
 def once(rows: list[Row]) -> list[Row]:

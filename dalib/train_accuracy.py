@@ -15,8 +15,8 @@ class TrainingAccuracy(nn.Module):
 
     A step only keeps its (predicted class, label) pair; the metric sees them at each log, or
     every ``pending_limit`` steps (bounded memory when logs are far apart), as its update costs
-    more than an argmax. The counts so far are part of the state dict (``get_extra_state``), so
-    a run resumed between two logs logs the accuracy an uninterrupted run logs. Under several
+    more than an argmax. ``state``/``restore`` carry the counts so far through a checkpoint, so a
+    run resumed between two logs logs the accuracy an uninterrupted run logs. Under several
     processes the checkpoint holds rank 0's counts, which every process resumes with.
     """
 
@@ -46,11 +46,13 @@ class TrainingAccuracy(nn.Module):
         self.metric.reset()
         return value
 
-    def get_extra_state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """The counts since the last ``compute_and_reset``, pending predictions included."""
         self.flush()
         return {name: value.clone() for name, value in self.metric.metric_state.items()}
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (of ``state``)."""
         self.pending.clear()
         self.metric.reset()
         self.metric.merge_state(state)

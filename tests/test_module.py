@@ -270,9 +270,21 @@ def test_training_accuracy_between_two_logs_survives_a_checkpoint():
     for logits, labels in batches[:3]:
         before.add(logits, labels)
     resumed = TrainingAccuracy(3)
-    resumed.load_state_dict(before.state_dict())  # what a checkpoint between two logs holds
+    resumed.restore(before.state())  # what a checkpoint between two logs holds
     for logits, labels in batches[3:]:
         resumed.add(logits, labels)
     hits = sum(int((logits.argmax(1) == labels).sum()) for logits, labels in batches)
     assert resumed.compute_and_reset() == pytest.approx(hits / 40)
     assert whole.compute_and_reset() == pytest.approx(hits / 40)
+
+
+def test_a_checkpoint_carries_the_training_accuracy_since_the_last_log():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(8, 2, generator=g), torch.randint(0, 2, (8,), generator=g)
+    saved, loaded = (DomainAdaptationModule(num_classes=2, input_shape=(2,)) for _ in range(2))
+    saved.train_source_acc.add(logits, labels)
+    checkpoint: dict = {}
+    saved.on_save_checkpoint(checkpoint)
+    loaded.on_load_checkpoint(checkpoint)
+    hits = int((logits.argmax(1) == labels).sum())
+    assert loaded.train_source_acc.compute_and_reset() == pytest.approx(hits / 8)
