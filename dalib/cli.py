@@ -11,6 +11,7 @@ only when a Lightning command runs (the first line of ``run_lightning``).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -183,8 +184,9 @@ class DalibCLI(LightningCLI):
     def write_record(
         self, file_name: str, fields: dict[str, Any], folder: Path | None = None
     ) -> None:
-        """Write the run record (identity, ``fields``, metrics, config, versions) atomically
-        into ``folder`` (the run folder of this command's trainer unless given)."""
+        """Write the run record (identity, ``fields``, metrics, config, versions, the GPUs it was
+        given) atomically into ``folder`` (the run folder of this command's trainer unless
+        given)."""
         if not self.trainer.is_global_zero:
             return
         record = {
@@ -196,6 +198,7 @@ class DalibCLI(LightningCLI):
             **fields,
             "metrics": self.metrics(),
             "versions": library_versions(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # a sweep's slice
             "config": self.config[self.subcommand].clone().as_dict(),
         }
         path = (folder or run_directory(self.trainer)) / file_name
