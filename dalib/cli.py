@@ -329,8 +329,10 @@ def run_lightning(arguments: list[str]) -> None:
     # validate/test keep their config in their record; Lightning's SaveConfigCallback would
     # write config.yaml into the logger's folder, the working directory when there is no logger.
     evaluating = arguments[:1] in (["validate"], ["test"])
-    # LightningCLI reads the command line from sys.argv; given `args` as well, it warns.
-    saved, sys.argv = sys.argv, ["dalib", *arguments]
+    # LightningCLI reads the command line from sys.argv; given `args` as well, it warns. The
+    # `dalib` script's own path stays first: Lightning's DDP relaunches `python <argv[0]> ...`.
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "dalib" else "dalib"
+    saved, sys.argv = sys.argv, [script, *arguments]
     try:
         DalibCLI(
             DomainAdaptationModule,

@@ -170,7 +170,10 @@ def test_spawned_runs_end_with_a_killed_sweep_without_prctl(tmp_path):
     deadline = time.time() + 10
     while not all(process_gone(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert all(process_gone(pid) for pid in pids)
+    orphans = [pid for pid in pids if not process_gone(pid)]
+    for pid in orphans:  # leave no sleeper behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == []
 
 
 @pytest.mark.slow
@@ -216,3 +219,24 @@ def test_ray_tasks_reserve_the_gpus_of_a_run(tmp_path, monkeypatch):
         assert ray.is_initialized()  # not the sweep's to shut down
     finally:
         ray.shutdown()
+
+
+@pytest.mark.ddp
+def test_a_ddp_run_of_a_sweep_started_by_the_dalib_script_trains(tmp_path):
+    """Lightning relaunches ``python <argv[0]> ...`` for its DDP ranks: the ``dalib`` script."""
+    script = Path(sys.executable).parent / "dalib"
+    if not script.is_file():
+        pytest.skip("no dalib script beside this Python")
+    path = sweep_file(
+        tmp_path, output=str(tmp_path / "out"), methods=[str(TOY / "mmd_ddp.yaml")], devices=2,
+        overrides={"trainer.max_epochs": 1, "data.iterations_per_epoch": 5},
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(script), "sweep", str(path)], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = (tmp_path / "out").rglob("result.json")
+    record = json.loads(result.read_text())
+    assert record["config"]["trainer"]["devices"] == 2  # two gloo ranks, on the CPU: no GPU
+    assert record["cuda_visible_devices"] is None
