@@ -34,8 +34,9 @@ from dalib.errors import DalibError
 Main = Callable[[list[str]], None]
 T = TypeVar("T")
 START_METHODS = ("fork", "spawn")
-#: The exit status of a child that saw its sweep die (nobody reads it: the sweep is gone).
-ORPHANED = 3
+#: How a child that saw its sweep die ends itself: at once, like the sweep's ``prctl`` children
+#: (on Windows, where there is no SIGKILL, ``os.kill`` with SIGTERM is ``TerminateProcess``).
+KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 
 
 def default_start_method() -> str:
@@ -109,7 +110,7 @@ def die_with_parent(watch: Connection | None) -> None:
     def wait_for_eof() -> None:
         with contextlib.suppress(EOFError, OSError):
             watch.recv_bytes()  # the sweep never writes: this returns only at its end
-        os._exit(ORPHANED)
+        os.kill(os.getpid(), KILL)
 
     threading.Thread(target=wait_for_eof, name="dalib-sweep-watch", daemon=True).start()
 
