@@ -248,9 +248,9 @@ def devices_needed(run: Run, overrides: Mapping[str, Any], per_run: int) -> int:
         return len([d for d in devices.split(",") if d.strip()])
     try:
         count = int(devices)
-    except ValueError:
+    except (TypeError, ValueError):
         return per_run  # "auto"
-    return per_run if count == -1 else count
+    return count if count >= 1 else per_run  # -1: all it is given
 
 
 def count_setting(spec: Mapping[str, Any], key: str, default: int, least: int) -> int:
@@ -320,7 +320,7 @@ def run_ray(todo: list[Run], output: Path, spec: Mapping[str, Any]):
 def local_runs(
     todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int | None, main: Main
 ):
-    """Yield ``(run, exit code, its GPUs)`` as local runs finish (``dalib/sweep_local.py``)."""
+    """``(run, exit code, its GPUs)`` of each local run as it ends (``dalib/sweep_local.py``)."""
     devices = device_list(spec["devices"]) if "devices" in spec else visible_devices()
     plan, per_run = device_plan(todo, spec, len(devices), "the sweep has")
     groups = len(devices) // per_run if per_run else 1
