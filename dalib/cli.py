@@ -11,6 +11,7 @@ only when a Lightning command runs (the first line of ``run_lightning``).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -183,8 +184,9 @@ class DalibCLI(LightningCLI):
     def write_record(
         self, file_name: str, fields: dict[str, Any], folder: Path | None = None
     ) -> None:
-        """Write the run record (identity, ``fields``, metrics, config, versions) atomically
-        into ``folder`` (the run folder of this command's trainer unless given)."""
+        """Write the run record (identity, ``fields``, metrics, config, versions, the GPUs it was
+        given) atomically into ``folder`` (the run folder of this command's trainer unless
+        given)."""
         if not self.trainer.is_global_zero:
             return
         record = {
@@ -196,6 +198,7 @@ class DalibCLI(LightningCLI):
             **fields,
             "metrics": self.metrics(),
             "versions": library_versions(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # a sweep's slice
             "config": self.config[self.subcommand].clone().as_dict(),
         }
         path = (folder or run_directory(self.trainer)) / file_name
@@ -326,8 +329,10 @@ def run_lightning(arguments: list[str]) -> None:
     # validate/test keep their config in their record; Lightning's SaveConfigCallback would
     # write config.yaml into the logger's folder, the working directory when there is no logger.
     evaluating = arguments[:1] in (["validate"], ["test"])
-    # LightningCLI reads the command line from sys.argv; given `args` as well, it warns.
-    saved, sys.argv = sys.argv, ["dalib", *arguments]
+    # LightningCLI reads the command line from sys.argv; given `args` as well, it warns. The
+    # `dalib` script's own path stays first: Lightning's DDP relaunches `python <argv[0]> ...`.
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "dalib" else "dalib"
+    saved, sys.argv = sys.argv, [script, *arguments]
     try:
         DalibCLI(
             DomainAdaptationModule,

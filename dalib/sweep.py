@@ -10,15 +10,22 @@ A sweep file::
     grid: {model.gamma: [0.3, 1.0]}                            # every combination
     random: {samples: 4, seed: 0, space: {model.lr: {log_uniform: [0.001, 0.1]}}}
     overrides: {trainer.max_epochs: 10}                        # for every run
-    processes: 1                                               # local runs at a time
+    devices_per_run: 1          # GPUs a run gets (default 1 where there are GPUs, else 0)
+    processes: 8                # local runs at a time (default: len(devices) // devices_per_run)
+    devices: [0, 1, 2, 3]       # local: the GPUs to share out (default: all this process sees)
+    start_method: spawn         # local: fork (default on Linux) or spawn (default elsewhere)
     backend: local                                             # or ray (pip install dalib[ray])
     ray_address: null                                          # a cluster's address; none: local
+    cpus_per_run: 1                                            # ray: CPUs each task reserves
     wandb: {project: dalib, offline: true}                     # optional: also log to wandb
 
-Each run is an ordinary ``dalib fit`` of its method config plus its overrides, in a forked
-process (so the imports are paid once) or, with ``backend: ray``, as a Ray task that runs
-``python -m dalib.cli fit ...`` on a cluster's workers (the output folder must then be on a file
-system every node sees), with its logs, checkpoints and ``result.json`` in
+Each run is an ordinary ``dalib fit`` of its method config plus its overrides, in a child
+process (``dalib/sweep_local.py``: each run gets its own ``CUDA_VISIBLE_DEVICES`` slice of the
+GPUs) or, with ``backend: ray``, as a Ray task that runs ``python -m dalib.cli fit ...`` on a
+cluster's workers and reserves ``num_gpus`` GPUs (Ray sets its ``CUDA_VISIBLE_DEVICES``; the
+output folder must then be on a file system every node sees). A run whose config sets
+``trainer.devices: N`` (DDP) gets N GPUs, one with ``trainer.accelerator: cpu`` none. Every run
+has its logs, checkpoints and ``result.json`` (which records its ``cuda_visible_devices``) in
 ``<output>/<method>/<task>/<hyper-parameters>/seed_<seed>/``. A run is finished when its
 ``result.json`` exists (written atomically, last); rerunning the sweep skips finished runs and
 redoes any other whose folder exists, so an interrupted sweep resumes without losing or
@@ -29,19 +36,14 @@ they were.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
-import multiprocessing
-import os
 import shlex
 import shutil
-import signal
 import sys
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +53,23 @@ import yaml
 from dalib.console import OneLineArgumentParser
 from dalib.errors import DalibError
 from dalib.records import RESULT_FILE, SWEEP_FILE, read_record, write_json_atomic
+from dalib.sweep_local import (
+    Main,
+    check_start_method,
+    default_start_method,
+    device_list,
+    run_local,
+    visible_devices,
+)
 
 SWEEP_KEYS = {
     "output", "methods", "tasks", "method_overrides", "seeds", "grid", "random", "overrides",
-    "processes", "backend", "ray_address", "wandb",
+    "processes", "backend", "ray_address", "wandb", "devices", "devices_per_run", "start_method",
+    "cpus_per_run",
 }  # fmt: skip
 BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
-#: How a run is started: ``dalib``'s entry point, given the ``fit ...`` command line.
-Main = Callable[[list[str]], None]
 
 
 @dataclass(frozen=True)
@@ -206,24 +215,6 @@ def run_arguments(
     return ["fit", "-c", str(run.config), "-c", str(run_dir / "sweep_overrides.yaml")]
 
 
-def _child(dalib_main: Main, arguments: list[str], log: Path) -> None:
-    """A forked run: dies with the sweep, writes its output to ``log``, runs ``dalib fit``.
-
-    A forked child ends with ``os._exit``, which skips ``atexit``: a wandb run is finished
-    explicitly so that it is flushed and synced as at a normal exit.
-    """
-    libc = ctypes.CDLL(None)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive a killed sweep
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    os.dup2(fd, 1), os.dup2(fd, 2)
-    try:
-        dalib_main(arguments)
-    finally:
-        wandb = sys.modules.get("wandb")  # imported only if the run logged to wandb
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()
-
-
 def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
     """A fresh folder for ``run`` (a half-written one is removed) and its command line."""
     run_dir = output / run.run_id
@@ -232,35 +223,69 @@ def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
     return run_arguments(run, run_dir, spec.get("overrides") or {}, spec.get("wandb"))
 
 
-def run_local(
-    todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int, dalib_main: Main
-):
-    """Yield ``(run, exit code)`` as forked runs finish, ``processes`` at a time."""
-    context = multiprocessing.get_context("fork")
-    running: dict[Any, tuple[Run, Any]] = {}
-    todo = list(todo)
-    while todo or running:
-        while todo and len(running) < processes:
-            run = todo.pop(0)
-            arguments = prepare(run, output, spec)
-            log = output / run.run_id / "log.txt"
-            process = context.Process(target=_child, args=(dalib_main, arguments, log))
-            process.start()
-            running[process.sentinel] = (run, process)
-        for sentinel in wait(list(running)):
-            run, process = running.pop(sentinel)
-            process.join()
-            yield run, process.exitcode
+def trainer_settings(run: Run, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``trainer:`` section: its config file's, under the sweep's overrides."""
+    try:
+        config = yaml.safe_load(run.config.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise DalibError(f"cannot read method config {run.config}: {reason}") from error
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    swept = nested({**overrides, **run.overrides, **run.params}).get("trainer") or {}
+    return {**(trainer if isinstance(trainer, dict) else {}), **swept}
+
+
+def devices_needed(run: Run, overrides: Mapping[str, Any], per_run: int) -> int:
+    """GPUs a run gets: none on the CPU; ``trainer.devices`` where it names a number of them
+    (a DDP run takes them all); ``per_run`` where it leaves it to Lightning (``auto``, -1)."""
+    trainer = trainer_settings(run, overrides)
+    if per_run == 0 or str(trainer.get("accelerator", "auto")).lower() == "cpu":
+        return 0
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    try:
+        count = int(devices)
+    except (TypeError, ValueError):
+        return per_run  # "auto"
+    return count if count >= 1 else per_run  # -1: all it is given
+
+
+def count_setting(spec: Mapping[str, Any], key: str, default: int, least: int) -> int:
+    """An integer sweep setting, at least ``least``."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DalibError(f"{key} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def device_plan(
+    runs: Sequence[Run], spec: Mapping[str, Any], available: int, where: str
+) -> tuple[list[tuple[Run, int]], int]:
+    """Each run with the GPUs it needs, and ``devices_per_run`` (default: 1 if there are GPUs,
+    else 0); a run that needs more than ``available`` is an error."""
+    per_run = count_setting(spec, "devices_per_run", 1 if available else 0, 0)
+    overrides = spec.get("overrides") or {}
+    plan = [(run, devices_needed(run, overrides, per_run)) for run in runs]
+    for run, need in plan:
+        if need > available:
+            raise DalibError(f"run {run.run_id} needs {need} GPUs; {where} {available}")
+    return plan, per_run
 
 
 def run_ray(todo: list[Run], output: Path, spec: Mapping[str, Any]):
-    """Yield ``(run, exit code)`` as Ray tasks finish; each runs ``python -m dalib.cli fit``."""
+    """Yield ``(run, exit code, [])`` as Ray tasks finish; each runs ``python -m dalib.cli fit``
+    and reserves ``cpus_per_run`` CPUs and the GPUs it needs (``devices_per_run``; default 1
+    where the cluster has GPUs), so Ray places it on a node with them free and sets its
+    ``CUDA_VISIBLE_DEVICES``. A Ray already initialised in this process is used as it is."""
     try:
         import ray
     except ImportError as error:
         raise DalibError("backend: ray needs Ray: pip install 'dalib[ray]'") from error
 
-    @ray.remote(num_cpus=1)
+    @ray.remote
     def fit(arguments: list[str], log: str) -> int:
         import subprocess
 
@@ -268,29 +293,58 @@ def run_ray(todo: list[Run], output: Path, spec: Mapping[str, Any]):
             command = [sys.executable, "-m", "dalib.cli", *arguments]
             return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
 
-    ray.init(address=spec.get("ray_address"), include_dashboard=False, log_to_driver=False)
+    own = not ray.is_initialized()
+    if own:
+        ray.init(address=spec.get("ray_address"), include_dashboard=False, log_to_driver=False)
     try:
+        node_gpus = max(
+            (int(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["Alive"]),
+            default=0,
+        )
+        plan, _ = device_plan(todo, spec, node_gpus, "the largest Ray node has")
+        cpus = count_setting(spec, "cpus_per_run", 1, 1)
         pending = {
-            fit.remote(prepare(run, output, spec), str(output / run.run_id / "log.txt")): run
-            for run in todo
+            fit.options(num_cpus=cpus, num_gpus=need).remote(
+                prepare(run, output, spec), str(output / run.run_id / "log.txt")
+            ): run
+            for run, need in plan
         }
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(ready), ray.get(ready)
+            yield pending.pop(ready), ray.get(ready), []
     finally:
-        ray.shutdown()
+        if own:
+            ray.shutdown()
+
+
+def local_runs(
+    todo: list[Run], output: Path, spec: Mapping[str, Any], processes: int | None, main: Main
+):
+    """``(run, exit code, its GPUs)`` of each local run as it ends (``dalib/sweep_local.py``)."""
+    devices = device_list(spec["devices"]) if "devices" in spec else visible_devices()
+    plan, per_run = device_plan(todo, spec, len(devices), "the sweep has")
+    groups = len(devices) // per_run if per_run else 1
+    processes = processes or count_setting(spec, "processes", max(1, groups), 1)
+
+    def start(run: Run) -> tuple[list[str], Path]:
+        return prepare(run, output, spec), output / run.run_id / "log.txt"
+
+    method = check_start_method(spec.get("start_method", default_start_method()))
+    return run_local(plan, start, main, processes, devices, method)
 
 
 def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int:
     """Run every unfinished run of the sweep; return the number of failed runs.
 
-    ``dalib_main`` runs one ``dalib fit`` command line in a forked process (local backend).
+    ``dalib_main`` runs one ``dalib fit`` command line in a child process (local backend).
     """
     spec, runs = load_sweep(path)
     output = Path(spec.get("output") or Path("runs") / "sweeps" / path.stem).absolute()
     backend = spec.get("backend", "local")
     if backend not in BACKENDS:
         raise DalibError(f"{path}: unknown backend {backend!r}; choose one of {BACKENDS}")
+    if processes is not None and processes < 1:
+        raise DalibError(f"--processes must be >= 1, got {processes}")
     try:
         write_json_atomic(output / SWEEP_FILE, {
             "sweep": str(path), "spec": spec,
@@ -307,21 +361,21 @@ def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int
     elif backend == "ray":
         finished = run_ray(todo, output, spec)
     else:
-        processes = processes or int(spec.get("processes", 1))
-        finished = run_local(todo, output, spec, processes, dalib_main)
+        finished = local_runs(todo, output, spec, processes, dalib_main)
     failed = 0
-    for run, exitcode in finished:
+    for run, exitcode, devices in finished:
         done += 1
         result = output / run.run_id / RESULT_FILE
         try:
             record = read_record(result) if exitcode == 0 else None
         except DalibError:  # the run's own log says what went wrong
             record = None
+        where = f" on GPU {','.join(devices)}" if devices else ""
         if record is not None:
-            status = f"target_acc={record['target_acc']:.4f}"
+            status = f"target_acc={record['target_acc']:.4f}{where}"
         else:
             failed += 1
-            status = f"FAILED (exit {exitcode}; see {output / run.run_id}/log.txt)"
+            status = f"FAILED (exit {exitcode}{where}; see {output / run.run_id}/log.txt)"
         print(f"[{done}/{len(runs)}] {run.run_id}: {status}", flush=True)
     hint = f"dalib report {shlex.quote(str(output))}"
     print(f"dalib sweep: results in {output}; summarise with `{hint}`")
