@@ -16,7 +16,8 @@ import pytest
 from pytorch_lightning import Callback
 
 from dalib import run_history
-from dalib.cli import DalibCLI, main
+from dalib.cli import main
+from dalib.lightning_cli import DalibCLI
 from dalib.plots import read_curve
 from dalib.run_identity import differences
 from tests.conftest import REPO, TOY

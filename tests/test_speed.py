@@ -9,8 +9,8 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from dalib.cli import DalibCLI
 from dalib.data import DomainDataModule
+from dalib.lightning_cli import DalibCLI
 from dalib.module import DomainAdaptationModule
 from dalib.progress import ThrottledProgressBar
 from dalib.speed import SpeedOptions
