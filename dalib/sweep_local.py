@@ -120,20 +120,28 @@ def child(
 ) -> None:
     """One run: dies with the sweep, sees only its ``devices``, writes its output to ``log``.
 
-    A forked child ends with ``os._exit``, which skips ``atexit``: a wandb run is finished
-    explicitly so that it is flushed and synced as at a normal exit.
+    A forked child ends with ``os._exit``, which skips ``atexit``: a wandb run the child
+    started is finished explicitly so that it is flushed and synced as at a normal exit (a run
+    the forked parent had open is the parent's to finish).
     """
     die_with_parent(watch)
     if devices is not None:  # before anything initialises CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     os.dup2(fd, 1), os.dup2(fd, 2)
+    inherited = wandb_run()
     try:
         dalib_main(arguments)
     finally:
-        wandb = sys.modules.get("wandb")  # imported only if the run logged to wandb
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()
+        run = wandb_run()
+        if run is not None and run is not inherited:
+            run.finish()
+
+
+def wandb_run() -> Any:
+    """The current wandb run, if wandb is imported (only when a run logs to it) and has one."""
+    wandb = sys.modules.get("wandb")
+    return None if wandb is None else wandb.run
 
 
 def run_local(

@@ -240,3 +240,21 @@ def test_a_ddp_run_of_a_sweep_started_by_the_dalib_script_trains(tmp_path):
     record = json.loads(result.read_text())
     assert record["config"]["trainer"]["devices"] == 2  # two gloo ranks, on the CPU: no GPU
     assert record["cuda_visible_devices"] is None
+
+
+def test_a_forked_run_leaves_the_parents_wandb_run_alone(tmp_path, monkeypatch):
+    """A sweep started where a wandb run is open (a notebook, an earlier test) forks children
+    that inherit it: they must not try to finish it (wandb refuses: exit 1)."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    parent_run = wandb.init(dir=str(tmp_path), project="dalib-test")
+    try:
+        path = sweep_file(
+            tmp_path, output=str(tmp_path / "out"), methods=[str(TOY / "dann.yaml")],
+            seeds=[0, 2], start_method="fork",
+        )  # fmt: skip
+        assert run_sweep(path, fake_fit) == 0
+        assert wandb.run is parent_run
+    finally:
+        parent_run.finish()
