@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,6 +25,13 @@ def fit(method: str, seed: int, save_dir: Path) -> dict:
     """One ``dalib fit`` run; its ``result.json`` record."""
     config = REPO / "experiments" / "toy" / f"{method}.yaml"
     return fit_in_subprocess(config, save_dir, f"--seed_everything={seed}")[0]
+
+
+def threads() -> str:
+    """The torch threads of the runs: ``OMP_NUM_THREADS``, else torch's default (the CPUs)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    return f"torch's default threads ({os.cpu_count()} CPUs here)"
 
 
 def table(records: list[dict], seeds: list[int]) -> str:
@@ -52,7 +60,8 @@ def main() -> None:
     first = records[0]
     md = (
         f"# Rotated moons ({first['task']})\n\n"
-        f"Produced by `{COMMAND}` (configs in `experiments/toy/`).\n"
+        f"Produced by `{COMMAND}` (configs in `experiments/toy/`) with {threads()}; the\n"
+        "thread count changes floating-point sums and so these numbers (see the README).\n"
         "Target test accuracy (%) of the model after the last training step: no model selection,\n"
         "so no target labels were used to pick it. Source val: held-out source accuracy (%).\n\n"
         f"{table(records, args.seeds)}\n\n"
