@@ -190,6 +190,7 @@ def test_the_sweep_hint_is_shell_quoted_and_its_record_a_normal_file(tmp_path, c
     assert (output / "sweep.json").stat().st_mode & 0o777 == 0o666 & ~current_umask()
 
 
+@pytest.mark.slow
 def test_a_fit_prints_only_what_the_user_can_act_on(tmp_path):
     """Before training: no Lightning tips, no model summary, no warning dalib causes."""
     done = subprocess.run(

@@ -240,6 +240,7 @@ def test_good_data_trains_without_a_data_warning(data_dir, tmp_path):
     assert fit_and_warnings(data_dir, tmp_path / "runs", features("good.csv")) == []
 
 
+@pytest.mark.slow
 def test_the_command_prints_each_warning_as_one_line(data_dir, tmp_path):
     """The console as a user sees it: a fresh process, Python's own warning filters."""
     args = fit_args(data_dir, tmp_path / "runs", features("good.csv", num_classes=3),

@@ -22,6 +22,8 @@ from dalib.plots import read_curve
 from dalib.run_identity import differences
 from tests.conftest import REPO, TOY
 
+pytestmark = pytest.mark.slow  # real fits through the CLI, killed and resumed
+
 # 4 epochs of 12 steps; `last.ckpt` every 5 steps too, so kills land inside epochs; a row every
 # step. (A row's training accuracy is over the steps since the last row, and not in the
 # checkpoint: with rows less often, a checkpoint between two rows changes the next row's.)

@@ -11,6 +11,8 @@ from dalib import DomainAdaptationModule
 from dalib.errors import DalibError
 from tests.conftest import TOY, run_dalib
 
+pytestmark = pytest.mark.slow  # real fits through the CLI
+
 SHORT = ["--trainer.max_epochs=1", "--data.iterations_per_epoch=5"]
 CHILDREN = {
     "init_from": ["--model.init_from={parent}", "--model.init_modules=[backbone, bottleneck]"],

@@ -68,6 +68,7 @@ def overlap(a: dict, b: dict) -> bool:
     return a["start"] < b["end"] and b["start"] < a["end"]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_get_distinct_gpus_and_a_crashed_runs_gpu_goes_to_the_next(
     tmp_path, capsys
 ):
@@ -91,6 +92,7 @@ def test_concurrent_runs_get_distinct_gpus_and_a_crashed_runs_gpu_goes_to_the_ne
     assert seed[3]["devices"] == "1" and seed[3]["start"] < seed[0]["end"]
 
 
+@pytest.mark.slow
 def test_ddp_runs_take_their_devices_and_cpu_runs_none(tmp_path):
     path = sweep_file(
         tmp_path, output=str(tmp_path / "out"), methods=[str(TOY / "dann.yaml")],
@@ -146,6 +148,7 @@ def process_gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_spawned_runs_end_with_a_killed_sweep_without_prctl(tmp_path):
     path = sweep_file(
         tmp_path, output=str(tmp_path / "out"), methods=[str(TOY / "dann.yaml")],
@@ -242,6 +245,7 @@ def test_a_ddp_run_of_a_sweep_started_by_the_dalib_script_trains(tmp_path):
     assert record["cuda_visible_devices"] is None
 
 
+@pytest.mark.slow
 def test_a_forked_run_leaves_the_parents_wandb_run_alone(tmp_path, monkeypatch):
     """A sweep started where a wandb run is open (a notebook, an earlier test) forks children
     that inherit it: they must not try to finish it (wandb refuses: exit 1)."""
