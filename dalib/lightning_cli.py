@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ from dalib.progress import ThrottledProgressBar
 from dalib.records import (
     EMBEDDING_FILE,
     RESULT_FILE,
+    check_writable,
     checkpoint_run_directory,
     library_versions,
     run_directory,
@@ -270,7 +270,11 @@ def check_paths(command: str | None, config: Namespace) -> None:
         return
     if command == "fit":
         for folder in output_folders(config.trainer):
-            check_writable(folder)
+            check_writable(
+                folder,
+                "cannot write runs into",
+                "choose another --trainer.logger.init_args.save_dir",
+            )
 
 
 def output_folders(trainer: Namespace) -> list[Path]:
@@ -282,19 +286,6 @@ def output_folders(trainer: Namespace) -> list[Path]:
         if getattr(getattr(logger, "init_args", None), "save_dir", None)
     ]
     return folders or [Path(trainer.default_root_dir or ".")]
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and write a file in it, or stop with one line."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise DalibError(
-            f"cannot write runs into {folder}: {error.strerror}; choose another "
-            "--trainer.logger.init_args.save_dir"
-        ) from error
 
 
 def run_lightning(arguments: list[str]) -> None:

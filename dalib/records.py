@@ -72,6 +72,19 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, dump)
 
 
+def check_writable(folder: Path, problem: str, fix: str = "") -> None:
+    """Create ``folder`` if needed and write a file in it, or stop with the one line
+    ``<problem> <folder>: <reason>[; <fix>]``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DalibError(
+            f"{problem} {folder}: {error.strerror}" + (f"; {fix}" if fix else "")
+        ) from error
+
+
 def current_umask() -> int:
     """The process's umask (reading it means setting it; it is set straight back)."""
     mask = os.umask(0o022)

@@ -15,7 +15,6 @@ import csv
 import json
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from dalib.console import OneLineArgumentParser
 from dalib.errors import DalibError
-from dalib.records import RESULT_FILE, row_name, scan_records, sweeps_under
+from dalib.records import RESULT_FILE, check_writable, row_name, scan_records, sweeps_under
 
 
 def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
@@ -135,16 +134,6 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def writable_folder(out: Path) -> None:
-    """Create ``out`` if needed and check a file can be written there; else a one-line error."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise DalibError(f"cannot write the report to {out}: {error.strerror}") from error
-
-
 def write_report(root: Path, out: Path, plots: bool = False) -> str:
     """Write ``report.md``, ``report.csv`` and ``records.json`` into ``out``; return the text."""
     if not root.is_dir():
@@ -156,7 +145,7 @@ def write_report(root: Path, out: Path, plots: bool = False) -> str:
     for problem in problems:
         print(f"dalib report: skipping corrupt record: {problem}", file=sys.stderr, flush=True)
     varied = swept_params(records, root)
-    writable_folder(out)
+    check_writable(out, "cannot write the report to")
     parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
              "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip
     if sweeps := sweep_commands(root):
