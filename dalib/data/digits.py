@@ -132,4 +132,5 @@ def digits(
         target_train=load_digits(t, True, channels, size, root, download),
         target_test=load_digits(t, False, channels, size, root, download),
         num_classes=10,
+        target_test_origin=f"{t} test split",
     )

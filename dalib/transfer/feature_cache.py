@@ -87,6 +87,8 @@ def cached_features(
         "target_train": pair.target_eval if pair.target_eval is not None else pair.target_train,
         "target_test": pair.target_test,
     }
+    if pair.source_test is not None:
+        parts["source_test"] = pair.source_test
     holder = nn.Module()
     holder.backbone = BACKBONES.build(backbone, input_shape=tuple(parts["source"][0][0].shape))
     if checkpoint is not None:
@@ -116,4 +118,11 @@ def cached_features(
         target_train=BatchedTensorDataset(*cached["target_train"]),
         target_test=BatchedTensorDataset(*cached["target_test"]),
         num_classes=pair.num_classes,
+        source_origin=pair.source_origin,
+        source_test=BatchedTensorDataset(*cached["source_test"])
+        if "source_test" in cached
+        else None,
+        source_test_origin=pair.source_test_origin,
+        target_test_origin=pair.target_test_origin,
+        label_mapping=pair.label_mapping,
     )
