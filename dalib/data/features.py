@@ -24,7 +24,7 @@ from sklearn.datasets import load_svmlight_file, load_svmlight_files
 from dalib.data.batched import BatchedTensorDataset
 from dalib.data.checks import check_finite
 from dalib.data.domains import DATASETS, DomainPair
-from dalib.data.labels import LabelCoding, class_values
+from dalib.data.labels import LabelCoding, as_read, class_values
 from dalib.data.roots import data_root, require
 from dalib.errors import DalibError
 
@@ -105,7 +105,7 @@ def _dense(path: Path, features_key: str, labels_key: str) -> Features:
 
 
 def _checked(path: Path, x: np.ndarray, y: np.ndarray) -> Features:
-    y = np.asarray(y).ravel()
+    y = as_read(y)
     if len(y) == 0:
         raise DalibError(f"{path} has no rows; {NEEDS_ROWS}")
     x = np.asarray(x, dtype=np.float64)

@@ -17,17 +17,24 @@ from dalib.errors import DalibError
 SHOWN = 5  # label values named in a message
 
 
+def as_read(labels: np.ndarray) -> np.ndarray:
+    """Text labels (stripped) as float64 when every one reads as a number; else unchanged."""
+    labels = np.asarray(labels).ravel()
+    if labels.dtype.kind not in "US":
+        return labels
+    text = np.char.strip(labels.astype(str))
+    try:
+        return text.astype(np.float64)
+    except ValueError:
+        return text
+
+
 def class_values(labels: np.ndarray, where: str) -> np.ndarray:
     """``labels`` as int64 when they are integers (numbers, or text that all reads as one),
     else as text; a fractional number is refused."""
-    labels = np.asarray(labels).ravel()
-    if labels.dtype.kind in "US":
-        text = np.char.strip(labels.astype(str))
-        try:
-            numbers = text.astype(np.float64)
-        except ValueError:
-            return text
-        labels = numbers
+    labels = as_read(labels)
+    if labels.dtype.kind == "U":
+        return labels
     if labels.dtype.kind not in "biuf":
         raise DalibError(f"{where}: labels must be integers or text, got {labels.dtype} values")
     fractional = labels % 1 != 0
