@@ -4,6 +4,7 @@ import pytest
 import torch
 from sklearn.datasets import dump_svmlight_file
 
+import dalib.transfer  # noqa: F401 - registers the cached_features dataset
 from dalib import DATASETS, DomainDataModule
 from dalib.models import BACKBONES, MLP
 from tests.conftest import TOY, only_result, run_dalib
