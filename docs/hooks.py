@@ -9,6 +9,7 @@
 - ``api/<module>.md``: one mkdocstrings page per top-level module and subpackage of ``dalib``.
 
 Each group is listed in the nav as a section after its hand-written index page.
+``SphinxRoles`` is also mkdocstrings' griffe extension (mkdocs.yml), for the API pages.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import griffe
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 TABLE_MARKER = "<!-- dalib:discrepancy-table -->"
 #: Options the objective fills in itself: not something a config sets.
@@ -30,7 +33,7 @@ CONTEXT = ("in_features", "num_classes")
 
 
 @dataclass
-class Page:
+class GeneratedFile:
     """A generated file: its place in the site, nav title, and text or source file."""
 
     uri: str
@@ -43,7 +46,7 @@ class Page:
 class Generated:
     """Everything the build adds, computed once in ``on_config``."""
 
-    groups: dict[str, list[Page]] = field(default_factory=dict)  # nav anchor page -> pages
+    groups: dict[str, list[GeneratedFile]] = field(default_factory=dict)  # nav anchor page -> pages
     table: str = ""
 
 
@@ -53,6 +56,14 @@ _generated = Generated()
 def roles_to_markdown(text: str) -> str:
     """Sphinx cross-reference roles (``:class:`X```) as Markdown code spans."""
     return re.sub(r":(?:class|func|meth|attr|mod):`~?([^`]+)`", r"`\1`", text)
+
+
+class SphinxRoles(griffe.Extension):
+    """Docstrings with their Sphinx roles as code spans, as mkdocstrings renders Markdown."""
+
+    def on_instance(self, *, obj: griffe.Object, **_: object) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = roles_to_markdown(obj.docstring.value)
 
 
 def options(factory: typing.Callable) -> list[tuple[str, str]]:
@@ -86,7 +97,7 @@ def flags(factory: typing.Callable) -> str:
     )
 
 
-def discrepancy_pages() -> tuple[list[Page], str]:
+def discrepancy_pages() -> tuple[list[GeneratedFile], str]:
     """One page per family (defining module) of dalib's registered measures, and the table."""
     from dalib.discrepancy import DISCREPANCIES, builtin_discrepancies
 
@@ -127,12 +138,14 @@ def discrepancy_pages() -> tuple[list[Page], str]:
                 f"| [`{name}`]({family}.md#{name}) | {roles_to_markdown(first_paragraph)} "
                 f"| {', '.join(o for o, _ in options(factory)) or '–'} | {flags(factory) or '–'} |"
             )
-        pages.append(Page(f"discrepancies/{family}.md", ", ".join(names), "\n".join(lines)))
+        pages.append(
+            GeneratedFile(f"discrepancies/{family}.md", ", ".join(names), "\n".join(lines))
+        )
     header = ["| name | what | options | notes |", "|---|---|---|---|"]
     return pages, "\n".join(header + rows)
 
 
-def result_pages(root: Path) -> list[Page]:
+def result_pages(root: Path) -> list[GeneratedFile]:
     """Every committed result table, titled by its first heading, and the figures it shows."""
     results = root / "benchmarks" / "results"
     pages = []
@@ -141,21 +154,21 @@ def result_pages(root: Path) -> list[Page]:
         if path.suffix == ".md":
             text = path.read_text()
             heading = re.search(r"^# (.+)$", text, re.M)
-            pages.append(Page(uri, heading.group(1) if heading else path.stem, text))
+            pages.append(GeneratedFile(uri, heading.group(1) if heading else path.stem, text))
         elif path.suffix in (".png", ".svg"):
-            pages.append(Page(uri, source=path))
+            pages.append(GeneratedFile(uri, source=path))
     return pages
 
 
-def api_pages() -> list[Page]:
+def api_pages() -> list[GeneratedFile]:
     """A reference page per top-level module and subpackage of dalib (submodules included)."""
     import dalib
 
-    pages = [Page("api/dalib.md", "dalib", "# `dalib`\n\n::: dalib\n")]
+    pages = [GeneratedFile("api/dalib.md", "dalib", "# `dalib`\n\n::: dalib\n")]
     for module in pkgutil.iter_modules(dalib.__path__, "dalib."):
         submodules = "\n    options:\n      show_submodules: true" if module.ispkg else ""
         pages.append(
-            Page(
+            GeneratedFile(
                 f"api/{module.name}.md",
                 module.name,
                 f"# `{module.name}`\n\n::: {module.name}{submodules}\n",
@@ -164,7 +177,7 @@ def api_pages() -> list[Page]:
     return pages
 
 
-def expand_nav(nav: list, groups: dict[str, list[Page]]) -> None:
+def expand_nav(nav: list, groups: dict[str, list[GeneratedFile]]) -> None:
     """After each anchor page in the nav, the pages generated for it, as one section."""
     for index, item in enumerate(nav):
         if isinstance(item, dict):
