@@ -5,7 +5,7 @@
   docstrings (which hold the formulas); ``<!-- dalib:discrepancy-table -->`` in a hand-written
   page becomes the table of every measure.
 - ``results/...``: every committed ``benchmarks/results/**/*.md`` and the figures beside them,
-  read as they are (included, not copied).
+  read as they are (included, not copied); ``<!-- dalib:results-table -->`` lists them.
 - ``api/<module>.md``: one mkdocstrings page per top-level module and subpackage of ``dalib``.
 
 Each group is listed in the nav as a section after its hand-written index page.
@@ -27,7 +27,6 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-TABLE_MARKER = "<!-- dalib:discrepancy-table -->"
 #: Options the objective fills in itself: not something a config sets.
 CONTEXT = ("in_features", "num_classes")
 
@@ -47,7 +46,7 @@ class Generated:
     """Everything the build adds, computed once in ``on_config``."""
 
     groups: dict[str, list[GeneratedFile]] = field(default_factory=dict)  # nav anchor page -> pages
-    table: str = ""
+    tables: dict[str, str] = field(default_factory=dict)  # marker in a page -> Markdown table
 
 
 _generated = Generated()
@@ -145,19 +144,21 @@ def discrepancy_pages() -> tuple[list[GeneratedFile], str]:
     return pages, "\n".join(header + rows)
 
 
-def result_pages(root: Path) -> list[GeneratedFile]:
-    """Every committed result table, titled by its first heading, and the figures it shows."""
+def result_pages(root: Path) -> tuple[list[GeneratedFile], str]:
+    """Every committed result table, named by its path, the figures it shows, and their list."""
     results = root / "benchmarks" / "results"
-    pages = []
+    pages, rows = [], ["| file | what |", "|---|---|"]
     for path in sorted(results.rglob("*")):
-        uri = "results/" + path.relative_to(results).as_posix()
+        relative = path.relative_to(results).as_posix()
         if path.suffix == ".md":
             text = path.read_text()
             heading = re.search(r"^# (.+)$", text, re.M)
-            pages.append(GeneratedFile(uri, heading.group(1) if heading else path.stem, text))
+            name = relative.removesuffix(".md")
+            pages.append(GeneratedFile(f"results/{relative}", name, text))
+            rows.append(f"| [`{relative}`]({relative}) | {heading.group(1) if heading else ''} |")
         elif path.suffix in (".png", ".svg"):
-            pages.append(GeneratedFile(uri, source=path))
-    return pages
+            pages.append(GeneratedFile(f"results/{relative}", source=path))
+    return pages, "\n".join(rows)
 
 
 def api_pages() -> list[GeneratedFile]:
@@ -191,13 +192,17 @@ def expand_nav(nav: list, groups: dict[str, list[GeneratedFile]]) -> None:
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     root = Path(config.config_file_path).parent
-    discrepancies, table = discrepancy_pages()
+    discrepancies, discrepancy_table = discrepancy_pages()
+    results, results_table = result_pages(root)
     _generated.groups = {
         "discrepancies/index.md": discrepancies,
-        "results/index.md": result_pages(root),
+        "results/index.md": results,
         "api/index.md": api_pages(),
     }
-    _generated.table = table
+    _generated.tables = {
+        "<!-- dalib:discrepancy-table -->": discrepancy_table,
+        "<!-- dalib:results-table -->": results_table,
+    }
     expand_nav(config.nav, _generated.groups)
     return config
 
@@ -221,4 +226,6 @@ def link_results(markdown: str, src_uri: str) -> str:
 
 
 def on_page_markdown(markdown: str, page: Page, **_: object) -> str:
-    return link_results(markdown.replace(TABLE_MARKER, _generated.table), page.file.src_uri)
+    for marker, table in _generated.tables.items():
+        markdown = markdown.replace(marker, table)
+    return link_results(markdown, page.file.src_uri)
