@@ -96,6 +96,32 @@ def flags(factory: typing.Callable) -> str:
     )
 
 
+def measure_section(name: str, factory: typing.Callable) -> list[str]:
+    """A measure's heading, config line, options with defaults, and docstring."""
+    described = ", ".join(f"`{option}`: `{default}`" for option, default in options(factory))
+    return [
+        f"## `{name}`",
+        "",
+        f"`model.discrepancy: {{name: {name}}}` · `{factory.__module__}.{factory.__qualname__}`"
+        + (f" · {flags(factory)}" if flags(factory) else ""),
+        "",
+        f"Options (defaults): {described or 'none'}.",
+        "",
+        roles_to_markdown(inspect.getdoc(factory)),
+        "",
+    ]
+
+
+def table_row(name: str, factory: typing.Callable, family: str) -> str:
+    """A measure's row in the table of every measure: its docstring's first paragraph."""
+    summary = " ".join(inspect.getdoc(factory).split("\n\n", 1)[0].split())
+    names = ", ".join(option for option, _ in options(factory))
+    return (
+        f"| [`{name}`]({family}.md#{name}) | {roles_to_markdown(summary)} "
+        f"| {names or '–'} | {flags(factory) or '–'} |"
+    )
+
+
 def discrepancy_pages() -> tuple[list[GeneratedFile], str]:
     """One page per family (defining module) of dalib's registered measures, and the table."""
     from dalib.discrepancy import DISCREPANCIES, builtin_discrepancies
@@ -106,42 +132,19 @@ def discrepancy_pages() -> tuple[list[GeneratedFile], str]:
     )
     for name in in_source_order:
         families.setdefault(DISCREPANCIES.get(name).__module__, []).append(name)
-    pages, rows = [], []
+    pages, rows = [], ["| name | what | options | notes |", "|---|---|---|---|"]
     for module_name, names in sorted(families.items()):
         family = module_name.rsplit(".", 1)[1]
         summary, _, rest = inspect.getdoc(importlib.import_module(module_name)).partition("\n")
         title, _, lead = summary.rstrip(".").partition(": ")
-        lines = [
-            f"# {title}",
-            "",
-            f"{lead[0].upper()}{lead[1:]}." if lead else "",
-            rest.strip(),
-            "",
-        ]
+        lead = f"{lead[:1].upper()}{lead[1:]}." if lead else ""
+        lines = [f"# {title}", "", lead, "", rest.strip(), ""]
         for name in names:
-            factory = DISCREPANCIES.get(name)
-            described = ", ".join(f"`{o}`: `{d}`" for o, d in options(factory)) or "none"
-            lines += [
-                f"## `{name}`",
-                "",
-                f"`discrepancy: {{name: {name}}}` · `{factory.__module__}.{factory.__qualname__}`"
-                + (f" · {flags(factory)}" if flags(factory) else ""),
-                "",
-                f"Options (defaults): {described}.",
-                "",
-                roles_to_markdown(inspect.getdoc(factory)),
-                "",
-            ]
-            first_paragraph = " ".join(inspect.getdoc(factory).split("\n\n", 1)[0].split())
-            rows.append(
-                f"| [`{name}`]({family}.md#{name}) | {roles_to_markdown(first_paragraph)} "
-                f"| {', '.join(o for o, _ in options(factory)) or '–'} | {flags(factory) or '–'} |"
-            )
-        pages.append(
-            GeneratedFile(f"discrepancies/{family}.md", ", ".join(names), "\n".join(lines))
-        )
-    header = ["| name | what | options | notes |", "|---|---|---|---|"]
-    return pages, "\n".join(header + rows)
+            lines += measure_section(name, DISCREPANCIES.get(name))
+            rows.append(table_row(name, DISCREPANCIES.get(name), family))
+        text = "\n".join(lines)
+        pages.append(GeneratedFile(f"discrepancies/{family}.md", ", ".join(names), text))
+    return pages, "\n".join(rows)
 
 
 def result_pages(root: Path) -> tuple[list[GeneratedFile], str]:
