@@ -276,9 +276,16 @@ def office_caltech10(
 ) -> DomainPair:
     """Office-Caltech10 SURF features (Gong et al., CVPR 2012 GFK release), 800-d, 10 classes.
 
-    Files ``office_caltech10_surf/<domain>_SURF_L10.mat`` (``fts``, ``labels`` in 1..10) under
-    the data folder. Default preprocessing is the release README's: rows divided by their sum,
-    then each feature z-scored within its domain.
+    Files ``office_caltech10_surf/<domain>_SURF_L10.mat`` (``fts``, ``labels`` in 1..10, coded
+    0..9) under the data folder. Transductive: trained on all source samples, adapted to and
+    tested on all target samples.
+
+    Args:
+        source: the source domain: A, C, D or W (amazon, caltech10, dslr, webcam).
+        target: the target domain, likewise.
+        root: the data folder (default ``$DALIB_DATA``, else ``~/.cache/dalib``).
+        preprocess: steps applied in order within each domain; the default is the release
+            README's: rows divided by their sum, then each feature z-scored.
     """
     s, t = _office_caltech_domain(source), _office_caltech_domain(target)
     folder = require(
