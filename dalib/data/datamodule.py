@@ -141,6 +141,33 @@ class DomainDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         selection_samples: int = 2000,
     ) -> None:
+        """The data of a run.
+
+        Args:
+            dataset: a registered dataset by name, or ``{name: ..., <its options>}``: ``moons``,
+                ``blobs``, ``digits`` (source, target), ``features`` (source, target,
+                source_test, target_test, num_classes, preprocess, n_features, ...),
+                ``office_caltech10``, ``office31``, ``officehome``, ``visda2017``,
+                ``domainnet`` (source, target, file_lists, ...); every dataset's options:
+                ``dalib list datasets`` and the documentation's Data page.
+            batch_size: samples of each domain per training step (per process).
+            eval_batch_size: samples per validation and test batch.
+            iterations_per_epoch: training steps per epoch (default: one pass over the
+                larger training domain).
+            val_fraction: the share of the source held out for validation, unless the
+                dataset has a source test set.
+            target_labels_per_class: target training labels kept per class
+                (semi-supervised adaptation); 0 hides them all.
+            split_seed: the seed of the source hold-out and of the kept target labels.
+            class_balanced: draw source batches inversely to class frequency.
+            labelled_target_fraction: the share of each target batch drawn from the kept
+                labelled samples (with ``target_labels_per_class``).
+            num_workers: loader processes (default: none for in-memory data, up to 8 for
+                images).
+            pin_memory: pin batches in memory (default: whether CUDA is available).
+            selection_samples: target training samples (labels hidden) for the label-free
+                selection scores.
+        """
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise DalibError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
