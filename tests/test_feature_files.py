@@ -45,10 +45,15 @@ def test_preprocessing_steps_match_numpy():
 
 
 def test_a_test_file_is_standardised_with_its_training_files_statistics():
-    test = RNG.normal(3.0, 2.0, size=(5, 6))
-    train_z, test_z = preprocess([X, test], ["zscore"], "x")
-    np.testing.assert_allclose(train_z, (X - X.mean(0)) / X.std(0))
-    np.testing.assert_allclose(test_z, (test - X.mean(0)) / X.std(0))
+    train, test = X.copy(), RNG.normal(3.0, 2.0, size=(5, 6))
+    train[:, 2] = 1.0  # constant in the training file: 0 in both files
+    train_z, test_z = preprocess([train, test], ["zscore"], "x")
+    varying = [0, 1, 3, 4, 5]
+    mean, std = train[:, varying].mean(0), train[:, varying].std(0)
+    np.testing.assert_allclose(train_z[:, varying], (train[:, varying] - mean) / std)
+    np.testing.assert_allclose(test_z[:, varying], (test[:, varying] - mean) / std)
+    assert (train_z[:, 2] == 0).all() and (test_z[:, 2] == 0).all()
+    assert train[0, 2] == 1.0, "the caller's arrays are left as they were"
 
 
 def test_a_feature_pair_from_two_files(tmp_path):

@@ -130,27 +130,28 @@ def _keys(content: dict, path: Path, features_key: str, labels_key: str) -> Feat
 def preprocess(arrays: Sequence[np.ndarray], steps: Sequence[Step], where: str) -> list[np.ndarray]:
     """Apply the preprocessing steps in order to one domain's arrays: its training file first,
     then its test file if any. ``zscore`` uses the training file's statistics for both, so the
-    test file is coded like the training one and never fitted on."""
-    arrays = list(arrays)
+    test file is coded like the training one and never fitted on. The steps work in place on
+    one copy of each array (a 6,000 x 5,000 file is 240 MB as float64)."""
+    arrays = [np.array(x, dtype=np.float64) for x in arrays]
     for step in steps:
         if step == "l1":
-            arrays = [_l1(x) for x in arrays]
+            for x in arrays:
+                sums = np.abs(x).sum(axis=1, keepdims=True)
+                np.divide(x, sums, out=x, where=sums > 0)  # rows summing to 0 are all 0
         elif step == "log1p":
             if any((x < 0).any() for x in arrays):
                 raise DalibError(f"{where}: log1p preprocessing needs non-negative features")
-            arrays = [np.log1p(x) for x in arrays]
+            for x in arrays:
+                np.log1p(x, out=x)
         elif step == "zscore":
-            mean, std = arrays[0].mean(axis=0, keepdims=True), arrays[0].std(axis=0, keepdims=True)
-            arrays = [np.divide(x - mean, std, out=np.zeros_like(x), where=std > 0)
-                      for x in arrays]  # fmt: skip  # constant features become 0
+            mean, std = arrays[0].mean(axis=0), arrays[0].std(axis=0)
+            for x in arrays:
+                x -= mean
+                np.divide(x, std, out=x, where=std > 0)
+                x[:, std == 0] = 0  # constant in the training file: no information
         else:
             raise DalibError(f"unknown preprocessing step {step!r}; use l1, log1p or zscore")
     return arrays
-
-
-def _l1(x: np.ndarray) -> np.ndarray:
-    sums = np.abs(x).sum(axis=1, keepdims=True)
-    return np.divide(x, sums, out=np.zeros_like(x), where=sums > 0)
 
 
 def feature_pair(
@@ -175,9 +176,10 @@ def feature_pair(
     data = {}
     for domain in ("source", "target"):
         parts = [p for p in (domain, f"{domain}_test") if p in read]
-        features = preprocess([read[p][0] for p in parts], steps, str(files[domain]))
-        for part, x in zip(parts, features, strict=True):
-            y = coding.encode(read[part][1], str(files[part]))
+        labels = [read[p][1] for p in parts]
+        features = preprocess([read.pop(p)[0] for p in parts], steps, str(files[domain]))
+        for part, x, y in zip(parts, features, labels, strict=True):
+            y = coding.encode(y, str(files[part]))
             data[part] = BatchedTensorDataset(
                 torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
             )
