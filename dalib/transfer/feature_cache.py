@@ -72,7 +72,8 @@ def cached_features(
     cache_dir: str | None = None,
     batch_size: int = 256,
 ) -> DomainPair:
-    """``dataset``'s source, target and target test samples as features of a frozen ``backbone``.
+    """``dataset``'s samples (source, target, target test, any source test) as features of a frozen
+    ``backbone``; what the run record says of the dataset (its splits, label mapping) is kept.
 
     ``backbone``: a backbone spec, e.g. ``{name: mobilenet_v2, checkpoint: <state_dict>}``;
     ``checkpoint``: a dalib ``.ckpt`` whose backbone weights replace the spec's (a network
