@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -25,64 +26,12 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-PYPROJECT = """
-[build-system]
-requires = ["setuptools>=64"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "dalib-tinyplug"
-version = "0.1"
-
-[project.entry-points."dalib.discrepancies"]
-mean_gap = "tinyplug.measures:MeanGap"
-
-[project.entry-points."dalib.datasets"]
-gaussians = "tinyplug.data:shifted_gaussians"
-
-[tool.setuptools]
-packages = ["tinyplug"]
-"""
-
-MEASURES = '''
-import torch
-
-from dalib.discrepancy import Discrepancy
+DOC = REPO / "docs" / "plugins.md"
 
 
-class MeanGap(Discrepancy):
-    """Squared distance between the feature means of the two domains."""
-
-    supports_weights = False
-
-    def forward(self, f_s, f_t, *, logits_s=None, logits_t=None, y_s=None, w_s=None, w_t=None):
-        self.refuse_weights(w_s, w_t)
-        return (f_s.mean(0) - f_t.mean(0)).pow(2).sum()
-'''
-
-DATA = '''
-import torch
-from torch.utils.data import TensorDataset
-
-from dalib.data import DomainPair
-
-
-def shifted_gaussians(shift: float = 2.0, n: int = 200, seed: int = 0) -> DomainPair:
-    """Two Gaussian classes 3 apart; the target is moved by ``shift`` along the other axis."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def domain(count: int, offset: float) -> TensorDataset:
-        y = torch.randint(0, 2, (count,), generator=generator)
-        x = torch.randn(count, 2, generator=generator)
-        x[:, 1] += 3.0 * y
-        x[:, 0] += offset
-        return TensorDataset(x, y)
-
-    return DomainPair(
-        benchmark="gaussians", task=f"shift {shift:g}", source=domain(n, 0.0),
-        target_train=domain(n, shift), target_test=domain(n, shift), num_classes=2,
-    )
-'''
+def doc_blocks(language: str) -> list[str]:
+    """The fenced ``language`` blocks of docs/plugins.md: the plugin is the documented one."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", DOC.read_text(), re.MULTILINE | re.DOTALL)
 
 
 def config(path: Path, save_dir: Path, discrepancy: str, dataset: str) -> Path:
@@ -99,7 +48,7 @@ def config(path: Path, save_dir: Path, discrepancy: str, dataset: str) -> Path:
             init_args: {{save_dir: {save_dir}, name: plugin}}
         model:
           backbone: {{name: mlp, hidden_dims: [16]}}
-          discrepancy: {{name: "{discrepancy}"}}
+          discrepancy: {{name: "{discrepancy}", scale: 2.0}}
         data:
           dataset: {{name: "{dataset}", shift: 3.0}}
           batch_size: 16
@@ -111,13 +60,14 @@ def config(path: Path, save_dir: Path, discrepancy: str, dataset: str) -> Path:
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> Path:
-    """The plugin project: pyproject.toml with the entry points, and the package."""
+    """The plugin project of docs/plugins.md: pyproject.toml with the entry points, the package."""
     root = tmp_path_factory.mktemp("plugin")
-    (root / "pyproject.toml").write_text(PYPROJECT)
+    pyproject, measures, data = doc_blocks("toml")[0], *doc_blocks("python")[:2]
+    (root / "pyproject.toml").write_text(pyproject)
     (root / "tinyplug").mkdir()
     (root / "tinyplug" / "__init__.py").write_text("")
-    (root / "tinyplug" / "measures.py").write_text(MEASURES)
-    (root / "tinyplug" / "data.py").write_text(DATA)
+    (root / "tinyplug" / "measures.py").write_text(measures)
+    (root / "tinyplug" / "data.py").write_text(data)
     return root
 
 
