@@ -163,3 +163,33 @@ def test_discrepancy_plugins_come_from_their_group(plugin_path):
     twice = DISCREPANCIES.build("twice")
     f_s, f_t = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.randn(8, 3)
     assert twice(f_s, f_t) == pytest.approx(2 * DISCREPANCIES.build("coral")(f_s, f_t).item())
+
+
+def test_importance_weighting_takes_an_estimator_spec_and_refuses_the_old_options():
+    from dalib.weighting import ImportanceWeighting
+
+    callback = ImportanceWeighting({"name": "classifier", "alpha": 0.5, "clip": 10.0})
+    assert (callback.estimator.alpha, callback.estimator.clip) == (0.5, 10.0)
+    with pytest.raises(DalibError, match=r"estimator: \{name: ulsif, alpha: 0.5, clip: 10.0\}$"):
+        ImportanceWeighting("ulsif", options={"alpha": 0.5, "clip": 10.0})
+
+
+def test_selection_accepts_plugin_scores_by_spec(plugin_path):
+    from dalib.selection.scores import SCORES, check_selection, tracked_scores
+
+    name = module(
+        plugin_path,
+        "spec_scores",
+        """
+        from dalib.selection import Score
+
+        def first_logit():
+            return Score(lambda out: float(out.target_logits[:, 0].mean()), higher_is_better=True)
+        """,
+    )
+    check_selection(f"{name}:first_logit")
+    scores = tracked_scores(f"{name}:first_logit", "last")
+    assert list(scores) == [*SCORES.entries(plugins=False), f"{name}:first_logit"]
+    assert scores[f"{name}:first_logit"].mode == "max"
+    with pytest.raises(DalibError, match=r"unknown selection 'bset'; choose one of: last, oracle"):
+        check_selection("bset")
