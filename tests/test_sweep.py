@@ -27,6 +27,7 @@ TIMING = {
     "config",
     "versions",
     "selected_checkpoint",
+    "resumed_from",  # a run the killed sweep left with a checkpoint continues from it
 }
 
 
