@@ -91,7 +91,7 @@ def init_of(module: nn.Module | None) -> list[Any] | None:
     for layer in layers:
         weight, bias = layer.weight.detach(), layer.bias.detach()
         bound = 1 / math.sqrt(weight[0].numel())
-        if torch.all(bias == bias[0]):
+        if len(bias) > 1 and torch.all(bias == bias[0]):  # one bias: tell by its bound
             std = float(f"{weight.std().item():.1g}")  # one significant digit: 0.0099 is 0.01
             found.append({"std": std, "bias": round(bias[0].item(), 6)})
         else:
@@ -250,3 +250,30 @@ def test_the_config_resolves_to_the_protocol_table(method, monkeypatch):
         if got != value:
             wrong[name] = (value, got)
     assert not wrong, "PROTOCOL.md says (first) but the config resolves to (second): " + str(wrong)
+
+
+def test_the_full_run_sweeps_run_the_protocol_first_then_u2m_then_more_seeds():
+    from dalib.sweep import load_sweep
+
+    sweeps = REPO / "benchmarks" / "sweeps"
+    outputs, ids = set(), []
+    for name in ("digits_full", "digits_full_u2m", "digits_full_seeds"):
+        spec, runs = load_sweep(sweeps / f"{name}.yaml")
+        outputs.add(spec["output"])
+        assert spec["overrides"]["model.selection"] == "last"
+        assert spec["overrides"]["model.checkpoint_every_n_steps"] == 1000
+        for run in runs:
+            settings = {**spec["overrides"], **run.overrides}
+            assert "trainer.max_epochs" not in settings and "data.batch_size" not in settings
+            u2m = run.task == "U2M"
+            # TLL's lr on USPS->MNIST: 0.1 (ic/erm.sh:88, dann.sh:80, cdan.sh:81); MDD's
+            # 0.01 on both (mdd.sh:81, 83)
+            lr = settings.get("model.lr", 0.01)
+            assert lr == (0.1 if u2m and run.method != "mdd" else 0.01), run.run_id
+        ids.append([run.run_id for run in runs])
+    assert outputs == {"runs/sweeps/digits_full"}  # one folder: one report over all of them
+    assert ids[0] == [f"{m}/M2U/default/seed_0" for m in METHODS]
+    assert ids[1] == [f"{m}/U2M/default/seed_0" for m in METHODS]
+    assert sorted(ids[2]) == sorted(
+        f"{m}/{t}/default/seed_{s}" for m in METHODS for t in ("M2U", "U2M") for s in (1, 2)
+    )
