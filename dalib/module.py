@@ -85,6 +85,9 @@ class DomainAdaptationModule(pl.LightningModule):
         l2_sp: float = 0.0,
         unshared: float | None = None,
         distillation: Mapping[str, Any] | None = None,
+        reversal: ScheduleSpec = 1.0,
+        bottleneck_options: Mapping[str, Any] | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,11 +103,12 @@ class DomainAdaptationModule(pl.LightningModule):
             dict(lr_mults or {}), layer_lr_decay, l2_sp,
         )  # fmt: skip
         self.network = Network(
-            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None
-        )
+            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None,
+            bottleneck_options=bottleneck_options, head_options=head_options,
+        )  # fmt: skip
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation,
+            unshared or 0.0, distillation, reversal,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
