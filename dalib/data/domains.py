@@ -45,4 +45,4 @@ class DomainPair:
     label_mapping: Mapping[str, int] | None = None
 
 
-DATASETS: Registry[DomainPair] = Registry("dataset")
+DATASETS: Registry[DomainPair] = Registry("dataset", "dalib.datasets")
