@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dalib.collapse import CollapseGuard, OnCollapse, check_on_collapse
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
 from dalib.network import Network
@@ -53,6 +54,8 @@ class DomainAdaptationModule(pl.LightningModule):
     with the position in the epoch's data, so that a run killed inside a long epoch resumes from
     there exactly (``dalib.resume``); by default only at every validation. ``FiniteGuard`` stops
     training at a non-finite loss and refuses checkpoints of non-finite weights.
+    ``on_collapse``: ``stop`` (default) ends the run with one line when the features or the
+    predictions collapse, ``warn`` warns and records it in ``result.json`` (``dalib.collapse``).
     """
 
     def __init__(
@@ -84,9 +87,11 @@ class DomainAdaptationModule(pl.LightningModule):
         l2_sp: float = 0.0,
         unshared: float | None = None,
         distillation: Mapping[str, Any] | None = None,
+        on_collapse: OnCollapse = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_on_collapse(on_collapse)
         for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
             if value is not None and value not in SELECTIONS:
                 raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
@@ -204,7 +209,13 @@ class DomainAdaptationModule(pl.LightningModule):
         latest state whether or not the selection score improved. No checkpoints with
         ``Trainer(enable_checkpointing=False)``.
         """
-        callbacks: list[Callback] = [SelectionTracker(), RandomStates(), StepStats(), FiniteGuard()]
+        callbacks: list[Callback] = [
+            SelectionTracker(),
+            RandomStates(),
+            StepStats(),
+            FiniteGuard(),
+            CollapseGuard(self.hparams.on_collapse),
+        ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks
         selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
