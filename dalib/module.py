@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dalib.calibration import calibrate_gamma
 from dalib.collapse import CollapseGuard, OnCollapse, check_on_collapse
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
@@ -137,10 +138,11 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def start(self) -> None:
         """The start of a run from scratch: ``init_from``'s weights, then the objective's
-        (L2-SP's θ₀, the distillation teacher)."""
+        (L2-SP's θ₀, the distillation teacher), then a calibrated γ's measurement."""
         if self.hparams.init_from is not None:
             self.network.load_parts(self.hparams.init_from, self.hparams.init_modules)
         self.objective.start(self.network)
+        calibrate_gamma(self.objective, self.network, self.trainer)
         self.started = True
 
     def on_fit_start(self) -> None:
