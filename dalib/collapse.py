@@ -35,6 +35,8 @@ FEATURE_VARIANCE = 1e-4  # tr Cov(f) / E||f||^2 below this: the features collaps
 CHANCE_MARGIN = 0.02  # source validation accuracy within this of the majority share: chance
 MIN_TARGET_SAMPLES = 20  # fewer unlabelled target samples than this: no one-class check
 SOURCE_VAL, TARGET_UNLABELLED = 0, 2  # the validation loaders of DomainDataModule it reads
+ADAPTATION_REMEDY = "lower gamma or calibrate it (gamma: {name: balanced})"
+SOURCE_ONLY_REMEDY = "check the learning rate and the scale of the inputs"
 
 
 class CollapseError(DalibError):
@@ -47,10 +49,12 @@ class CollapseGuard(Callback):
     (before that validation's checkpoints are written, so the earlier ones are kept); ``warn``
     warns with the same line and goes on. ``events`` lists every validation that found collapse
     (``epoch``, ``step``, ``what``, ``message``); it is part of the checkpoint, so a resumed run
-    records the events before the interruption too."""
+    records the events before the interruption too. ``remedy`` ends the line: what to change
+    (``SOURCE_ONLY_REMEDY`` for a model trained without a discrepancy)."""
 
-    def __init__(self, on_collapse: OnCollapse = "stop") -> None:
+    def __init__(self, on_collapse: OnCollapse = "stop", remedy: str = ADAPTATION_REMEDY) -> None:
         self.on_collapse = check_on_collapse(on_collapse)
+        self.remedy = remedy
         self.events: list[dict[str, Any]] = []
         self._sums: dict[str, torch.Tensor] = {}
 
@@ -91,7 +95,7 @@ class CollapseGuard(Callback):
         step, epoch = trainer.global_step, trainer.current_epoch
         message = (
             f"training collapsed by step {step} (epoch {epoch}): {'; '.join(found.values())}; "
-            "lower gamma or calibrate it (gamma: {name: balanced})"
+            f"{self.remedy}"
         )
         if self.on_collapse == "stop":
             raise CollapseError(

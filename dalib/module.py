@@ -15,7 +15,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dalib.calibration import calibrate_gamma
-from dalib.collapse import CollapseGuard, OnCollapse, check_on_collapse
+from dalib.collapse import (
+    ADAPTATION_REMEDY,
+    SOURCE_ONLY_REMEDY,
+    CollapseGuard,
+    OnCollapse,
+    check_on_collapse,
+)
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
 from dalib.network import Network
@@ -216,7 +222,10 @@ class DomainAdaptationModule(pl.LightningModule):
             RandomStates(),
             StepStats(),
             FiniteGuard(),
-            CollapseGuard(self.hparams.on_collapse),
+            CollapseGuard(
+                self.hparams.on_collapse,
+                ADAPTATION_REMEDY if self.objective.discrepancy is not None else SOURCE_ONLY_REMEDY,
+            ),
         ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks
