@@ -12,7 +12,9 @@ the run would otherwise finish as if nothing happened. ``CollapseGuard`` checks 
   share plus ``CHANCE_MARGIN`` (what a constant prediction gets), while the training accuracy
   logged since the last log (``train/source_acc``) is not: at least halfway from chance to 1;
 - ``target predictions``: every one of the (at least ``MIN_TARGET_SAMPLES``) unlabelled target
-  samples is predicted as the same class.
+  samples is predicted as the same class, in a model whose source-validation accuracy is, or
+  was at an earlier validation, at least halfway from chance to 1 (a model that has not
+  learned anything yet, a few steps into training, often predicts one class everywhere).
 
 The thresholds sit far from healthy runs (see docs/calibration_and_collapse.md for what was
 measured). No target label is used.
@@ -56,6 +58,7 @@ class CollapseGuard(Callback):
         self.on_collapse = check_on_collapse(on_collapse)
         self.remedy = remedy
         self.events: list[dict[str, Any]] = []
+        self.learned = False  # whether a validation's source accuracy was learned, so far
         self._sums: dict[str, torch.Tensor] = {}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -89,7 +92,9 @@ class CollapseGuard(Callback):
         sums = {k: trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._sums.items()}
         self._sums = {}
         train_acc = trainer.callback_metrics.get("train/source_acc")
-        found = collapse_signs(sums, None if train_acc is None else float(train_acc))
+        train_acc = None if train_acc is None else float(train_acc)
+        found = collapse_signs(sums, train_acc, self.learned)
+        self.learned = self.learned or learned(*source_accuracy(sums))
         if not found:
             return
         step, epoch = trainer.global_step, trainer.current_epoch
@@ -110,10 +115,11 @@ class CollapseGuard(Callback):
         return list(self.events)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"events": self.events}
+        return {"events": self.events, "learned": self.learned}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.events = list(state_dict["events"])
+        self.learned = bool(state_dict["learned"])
 
 
 def check_on_collapse(on_collapse: str) -> OnCollapse:
@@ -125,12 +131,28 @@ def check_on_collapse(on_collapse: str) -> OnCollapse:
     return on_collapse
 
 
-def collapse_signs(sums: dict[str, torch.Tensor], train_acc: float | None) -> dict[str, str]:
+def learned(accuracy: float | None, chance: float) -> bool:
+    """Whether an accuracy is at least halfway from chance (the majority share) to 1."""
+    return accuracy is not None and accuracy >= chance + 0.5 * (1.0 - chance)
+
+
+def source_accuracy(sums: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """``(accuracy, chance)`` on the source validation set; chance is the majority share."""
+    labels = sums["source_labels"]
+    return float(sums["source_correct"] / labels.sum()), float(labels.max() / labels.sum())
+
+
+def collapse_signs(
+    sums: dict[str, torch.Tensor], train_acc: float | None, learned_before: bool = False
+) -> dict[str, str]:
     """``{sign: description}`` of each collapse sign the summed validation outputs show.
 
     ``sums``: ``feature_count``, ``feature_sum``, ``feature_square_sum`` over the checked
     samples; ``source_labels`` (per-class counts) and ``source_correct`` of the source
     validation set; ``target_predicted``, per-class prediction counts on the unlabelled target.
+    ``learned_before``: whether an earlier validation's source accuracy was ``learned``; one
+    class for all target samples counts only once the model has learned the source (now or
+    before), not in a model that has not learned anything yet.
     """
     found: dict[str, str] = {}
     n = float(sums["feature_count"])
@@ -142,19 +164,16 @@ def collapse_signs(sums: dict[str, torch.Tensor], train_acc: float | None) -> di
             f"the features' variance is {share:.2g} of their mean square (below "
             f"{FEATURE_VARIANCE:g}: every input maps to about the same point)"
         )
-    if "source_labels" in sums:
-        labels = sums["source_labels"]
-        chance = float(labels.max() / labels.sum())
-        accuracy = float(sums["source_correct"] / labels.sum())
-        learned = train_acc is not None and train_acc >= chance + 0.5 * (1.0 - chance)
-        if accuracy <= chance + CHANCE_MARGIN and learned:
-            found["source accuracy"] = (
-                f"source validation accuracy {accuracy:.3f} is at chance ({chance:.3f}, the "
-                f"majority class) while training accuracy is {train_acc:.3f}"
-            )
-    predicted = sums.get("target_predicted")
-    enough = predicted is not None and predicted.sum() >= MIN_TARGET_SAMPLES
-    if enough and int((predicted > 0).sum()) == 1:
+    accuracy, chance = source_accuracy(sums)
+    if accuracy <= chance + CHANCE_MARGIN and learned(train_acc, chance):
+        found["source accuracy"] = (
+            f"source validation accuracy {accuracy:.3f} is at chance ({chance:.3f}, the "
+            f"majority class) while training accuracy is {train_acc:.3f}"
+        )
+    predicted = sums["target_predicted"]
+    enough = predicted.sum() >= MIN_TARGET_SAMPLES
+    has_learned = learned_before or learned(accuracy, chance)
+    if enough and has_learned and int((predicted > 0).sum()) == 1:
         found["target predictions"] = (
             f"all {int(predicted.sum())} unlabelled target samples are predicted as class "
             f"{int(predicted.argmax())}"
