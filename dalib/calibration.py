@@ -26,7 +26,7 @@ that every process uses the same γ₀.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -156,20 +156,24 @@ def make_gamma(spec: float | str | Mapping[str, Any]) -> Schedule | BalancedGamm
     return make_schedule(spec, "gamma")
 
 
-def calibrate_gamma(objective: Objective, network: Network, trainer: pl.Trainer) -> None:
+def calibrate_gamma(
+    objective: Objective, network: Network, trainer: Callable[[], pl.Trainer]
+) -> None:
     """Calibrate ``objective.gamma`` if it is calibrated (``BalancedGamma``) on the first
-    training batches of the trainer's data module; any other γ needs nothing."""
+    training batches of the data module of ``trainer()`` (asked for only then: a γ set by hand
+    needs no trainer)."""
     gamma = objective.gamma
     if not isinstance(gamma, BalancedGamma):
         return
-    if trainer.datamodule is None:
+    datamodule = trainer().datamodule
+    if datamodule is None:
         raise DalibError("gamma balanced needs the training data as a data module to calibrate")
     device = next(network.parameters()).device
 
     def batches() -> Iterator[dict[str, list[torch.Tensor]]]:
         # a loader of its own, so the run's is untouched; built and iterated (which draws from
         # the RNG) only as calibrate asks for the first batch, with the RNG states forked
-        for item in trainer.datamodule.train_dataloader():  # CombinedLoader: (batch, i, j)
+        for item in datamodule.train_dataloader():  # CombinedLoader: (batch, i, j)
             yield on_device(item[0], device)
 
     gamma.calibrate(objective, network, batches())

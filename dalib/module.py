@@ -148,7 +148,7 @@ class DomainAdaptationModule(pl.LightningModule):
         if self.hparams.init_from is not None:
             self.network.load_parts(self.hparams.init_from, self.hparams.init_modules)
         self.objective.start(self.network)
-        calibrate_gamma(self.objective, self.network, self.trainer)
+        calibrate_gamma(self.objective, self.network, lambda: self.trainer)
         self.started = True
 
     def on_fit_start(self) -> None:
