@@ -22,6 +22,8 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.utilities import rank_zero_only
 
 from dalib import run_history
+from dalib.calibration import gamma_record
+from dalib.collapse import CollapseGuard
 from dalib.commands import COMMANDS, LIGHTNING_COMMANDS, command_parser
 from dalib.console import fail, quiet_lightning
 from dalib.errors import DalibError
@@ -153,6 +155,8 @@ class DalibCLI(LightningCLI):
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
                 "resumed_from": callback_of(self.trainer, RandomStates).resumed_from,
+                "collapse": callback_of(self.trainer, CollapseGuard).record(),
+                "gamma_calibration": gamma_record(self.model.objective),
             },
         )
 

@@ -14,6 +14,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dalib.calibration import calibrate_gamma
+from dalib.collapse import (
+    ADAPTATION_REMEDY,
+    SOURCE_ONLY_REMEDY,
+    CollapseGuard,
+    OnCollapse,
+    check_on_collapse,
+)
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
 from dalib.network import Network
@@ -54,6 +62,8 @@ class DomainAdaptationModule(pl.LightningModule):
     with the position in the epoch's data, so that a run killed inside a long epoch resumes from
     there exactly (``dalib.resume``); by default only at every validation. ``FiniteGuard`` stops
     training at a non-finite loss and refuses checkpoints of non-finite weights.
+    ``on_collapse``: ``stop`` (default) ends the run with one line when the features or the
+    predictions collapse, ``warn`` warns and records it in ``result.json`` (``dalib.collapse``).
     """
 
     def __init__(
@@ -88,9 +98,11 @@ class DomainAdaptationModule(pl.LightningModule):
         reversal: ScheduleSpec = 1.0,
         bottleneck_options: Mapping[str, Any] | None = None,
         head_options: Mapping[str, Any] | None = None,
+        on_collapse: OnCollapse = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_on_collapse(on_collapse)
         for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
             if value is not None:
                 check_selection(value, key)
@@ -137,10 +149,11 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def start(self) -> None:
         """The start of a run from scratch: ``init_from``'s weights, then the objective's
-        (L2-SP's θ₀, the distillation teacher)."""
+        (L2-SP's θ₀, the distillation teacher), then a calibrated γ's measurement."""
         if self.hparams.init_from is not None:
             self.network.load_parts(self.hparams.init_from, self.hparams.init_modules)
         self.objective.start(self.network)
+        calibrate_gamma(self.objective, self.network, lambda: self.trainer)
         self.started = True
 
     def on_fit_start(self) -> None:
@@ -216,6 +229,10 @@ class DomainAdaptationModule(pl.LightningModule):
             RandomStates(),
             StepStats(),
             FiniteGuard(),
+            CollapseGuard(
+                self.hparams.on_collapse,
+                ADAPTATION_REMEDY if self.objective.discrepancy is not None else SOURCE_ONLY_REMEDY,
+            ),
         ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks

@@ -8,7 +8,9 @@
   ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
-- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``);
+  γ may also be calibrated without labels at the start (``{name: balanced, ...}``,
+  ``dalib.calibration``).
 - ``reversal`` ρ(p), for adversarial measures: a number or schedule that scales only the gradient
   their gradient-reversal layers send back into the features. γ scales the whole term, so the
   discriminator (critic, adversarial head) trains at γ times its loss and the features get
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dalib.calibration import BalancedGamma, make_gamma
 from dalib.discrepancy import DISCREPANCIES
 from dalib.discrepancy.adversarial import GradientReversal
 from dalib.distributed import gather_inputs, mean_over_processes, world_size
@@ -109,7 +112,9 @@ class Objective(nn.Module):
                 discrepancy, in_features=network.out_features, num_classes=network.num_classes
             )
         )
-        self.gamma = make_schedule(gamma, "gamma")
+        self.gamma = make_gamma(gamma)  # a schedule, or a rule calibrated at the start
+        if isinstance(self.gamma, BalancedGamma) and self.discrepancy is None:
+            raise DalibError("a calibrated gamma needs a discrepancy; set model.discrepancy")
         self.reversal = make_schedule(reversal, "reversal")
         if self.reversal != Constant(1.0) and not self.reversal_layers():
             raise DalibError(
@@ -189,6 +194,23 @@ class Objective(nn.Module):
             loss = loss + weight * value
         terms["loss"] = loss
         return terms
+
+    def feature_terms(
+        self, network: Network, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f, L_s, D)`` of one paired batch, ``f`` the source and target features as a leaf
+        that requires grad: what ``dalib.calibration`` differentiates to calibrate γ."""
+        x_s, y_s = batch["source"][:2]
+        x_t = batch["target"][0]
+        f = network.paired_features(x_s, x_t).detach().requires_grad_()
+        f_s, f_t = f.split([len(x_s), len(x_t)])
+        logits_s, logits_t = network.head(f).split([len(x_s), len(x_t)])
+        w_s = self.batch_source_weights(batch)
+        source_loss = weighted_cross_entropy(logits_s, y_s, w_s)
+        discrepancy = self.discrepancy(
+            f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s
+        )
+        return f, source_loss, discrepancy
 
     def transfer_terms(self, network: Network, x_s, x_t, logits_s, logits_t):
         """``(name, weight, value)`` of the parameter-transfer and distillation terms in use."""
