@@ -55,10 +55,12 @@ class EvalOutputs:
 
 
 def source_accuracy(out: EvalOutputs) -> float:
+    """Accuracy on held-out source data (higher is better); blind to the shift."""
     return (out.source_logits.argmax(1) == out.source_labels).float().mean().item()
 
 
 def target_entropy(out: EvalOutputs) -> float:
+    """Mean entropy of the target predictions (lower is better)."""
     log_p = F.log_softmax(out.target_logits.double(), dim=1)
     return -(log_p.exp() * log_p).sum(1).mean().item()
 
@@ -120,15 +122,23 @@ def _weighted_losses(out: EvalOutputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def iwcv_risk(out: EvalOutputs) -> float:
+    """Importance-weighted source validation loss, IWCV (Sugiyama et al., 2007; lower is better)."""
     _, weighted = _weighted_losses(out)
     return float(weighted.mean())
 
 
 def dev_risk(out: EvalOutputs) -> float:
+    """IWCV with a control variate, DEV (You et al., ICML 2019; lower is better)."""
     weights, weighted = _weighted_losses(out)
     variance = weights.var(ddof=1)
     eta = 0.0 if variance == 0 else -np.cov(weighted, weights)[0, 1] / variance
     return float(weighted.mean() + eta * weights.mean() - eta)
+
+
+def target_snd(out: EvalOutputs) -> float:
+    """Soft neighbourhood density of the target predictions (Saito et al., ICCV 2021; higher is
+    better)."""
+    return soft_neighbourhood_density(out.target_logits)
 
 
 def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
@@ -165,6 +175,6 @@ SCORES: dict[str, Score] = {
     "iwcv": Score(iwcv_risk, False),
     "dev": Score(dev_risk, False),
     "entropy": Score(target_entropy, False),
-    "snd": Score(lambda out: soft_neighbourhood_density(out.target_logits), True),
+    "snd": Score(target_snd, True),
 }
 SELECTIONS = (*SCORES, "last", "oracle")
