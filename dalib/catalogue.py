@@ -21,10 +21,11 @@ from dalib.registry import Registry
 class Kind:
     """A kind of component: where its registry lives and where a config names one."""
 
-    module: str  # the package whose import registers every entry
+    module: str  # the package that holds the registry
     attribute: str  # the registry in that package
     where: str  # the config keys that take a name of this kind
     context: tuple[str, ...] = ()  # parameters dalib fills in when it builds one
+    also: tuple[str, ...] = ()  # other modules whose import registers entries
 
 
 KINDS: dict[str, Kind] = {
@@ -33,7 +34,7 @@ KINDS: dict[str, Kind] = {
     ),
     "kernels": Kind("dalib.discrepancy", "KERNELS", "the kernel options of mmd and jmmd"),
     "backbones": Kind("dalib.models", "BACKBONES", "model.backbone", ("input_shape",)),
-    "datasets": Kind("dalib.data", "DATASETS", "data.dataset"),
+    "datasets": Kind("dalib.data", "DATASETS", "data.dataset", also=("dalib.transfer",)),
     "target_losses": Kind("dalib.target_losses", "TARGET_LOSSES", "model.target_loss"),
     "schedules": Kind("dalib.schedules", "SCHEDULES", "model.gamma, model.lambda_t"),
     "selection_scores": Kind(
@@ -64,6 +65,8 @@ def registry(kind: str) -> Registry[Any]:
     TODO(issue 17, plugins): use ``entries()`` once it exists, so that plugins show too.
     """
     spec = KINDS[kind_name(kind)]
+    for module in spec.also:
+        importlib.import_module(module)
     entries = getattr(importlib.import_module(spec.module), spec.attribute)
     if isinstance(entries, Registry):
         return entries
@@ -78,6 +81,15 @@ def registry_of_dict(kind: str, entries: dict[str, Any]) -> Registry[Any]:
     for name, entry in entries.items():
         adapted.register(name)(getattr(entry, "compute", entry))
     return adapted
+
+
+def names_help() -> str:
+    """The names of every kind and the config keys that take them, in one paragraph."""
+    kinds = [
+        f"{kind} ({spec.where}): {', '.join(registry(kind).names())}"
+        for kind, spec in KINDS.items()
+    ]
+    return f"Components by name (`dalib list KIND NAME` shows one's options). {'; '.join(kinds)}."
 
 
 def entry(kind: str, name: str) -> Callable[..., Any]:

@@ -22,6 +22,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.utilities import rank_zero_only
 
 from dalib import run_history
+from dalib.catalogue import names_help
 from dalib.commands import COMMANDS, LIGHTNING_COMMANDS, command_parser
 from dalib.console import fail, quiet_lightning
 from dalib.errors import DalibError
@@ -314,6 +315,7 @@ def run_lightning(arguments: list[str]) -> None:
             parser_kwargs={
                 "description": command_parser().description,
                 **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+                "fit": {"description": f"{COMMANDS['fit']}. {names_help()}"},
             },
         )
     finally:

@@ -139,6 +139,12 @@ class DomainDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         selection_samples: int = 2000,
     ) -> None:
+        """The data of a config (``dalib fit --help`` shows these).
+
+        Args:
+            dataset: the source and target domains: a name, or {name: NAME, OPTION: VALUE};
+                `dalib list datasets` names them, `dalib list datasets NAME` shows one's options.
+        """
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise DalibError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
