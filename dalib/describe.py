@@ -89,7 +89,7 @@ def annotation_text(annotation: Any) -> str:
     """A type annotation as a reader writes it: ``str | Mapping[str, Any]``."""
     if annotation is NO_DEFAULT:
         return ""
-    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    text = annotation.__qualname__ if isinstance(annotation, type) else str(annotation)
     return re.sub(r"\b(typing|collections\.abc|typing_extensions)\.", "", text)
 
 

@@ -96,7 +96,7 @@ class DomainAdaptationModule(pl.LightningModule):
                 over the training progress p; `dalib list schedules [NAME]`.
             target_loss: L_t on the target batch: a name, or {name: NAME, OPTION: VALUE}, or
                 null for none; `dalib list target_losses [NAME]`.
-            lambda_t: λ(p), the weight of L_t: a number or a schedule (as gamma).
+            lambda_t: λ(p), the weight of L_t: a number or a schedule; `dalib list schedules`.
             selection: the checkpoint kept as best: a label-free score (`dalib list
                 selection_scores`), last (the final model) or oracle (uses target labels).
             selection_fallback: the choice used when the selection score cannot be computed.
