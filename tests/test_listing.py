@@ -24,9 +24,9 @@ def test_every_entry_of_every_kind_is_listed_with_its_summary(capsys):
     for kind in catalogue.KINDS:
         assert f"\n{kind} (" in f"\n{out}", kind
         for entry in catalogue.descriptions(kind):
-            assert entry.summary, f"{kind} {entry.name} has no docstring"
-            assert f"  {entry.name}  " in out or f"  {entry.name} " in out
-            assert entry.summary in out
+            assert f"  {entry.name} " in out and entry.summary in out
+            if catalogue.entry(kind, entry.name).__module__.startswith("dalib."):
+                assert entry.summary, f"{kind} {entry.name} has no docstring"
     assert "  mmd                 MMD² between source and target features" in out
     assert "  kmm         Kernel Mean Matching (Huang et al., 2007)" in out
     assert "  snd         Soft neighbourhood density of the target predictions" in out
