@@ -43,7 +43,7 @@ KINDS: dict[str, Kind] = {
     "density_ratio_estimators": Kind(
         "dalib.weighting",
         "ESTIMATORS",
-        "estimator (and options) of the dalib.weighting.ImportanceWeighting callback",
+        "estimator of the dalib.weighting.ImportanceWeighting callback",
     ),
 }
 
@@ -59,28 +59,11 @@ def kind_name(kind: str) -> str:
 
 
 def registry(kind: str) -> Registry[Any]:
-    """The registry of ``kind``, its package imported (which registers dalib's own entries).
-
-    Names and factories are read through ``names()`` and ``get()`` only.
-    TODO(issue 17, plugins): use ``entries()`` once it exists, so that plugins show too.
-    """
+    """The registry of ``kind``, its packages imported (which registers dalib's own entries)."""
     spec = KINDS[kind_name(kind)]
     for module in spec.also:
         importlib.import_module(module)
-    entries = getattr(importlib.import_module(spec.module), spec.attribute)
-    if isinstance(entries, Registry):
-        return entries
-    return registry_of_dict(spec.attribute, entries)
-
-
-# TEMPORARY (issue 17): selection scores and density-ratio estimators are dicts until the
-# `plugins` branch moves them onto Registry; this shows such a dict as a Registry. A selection
-# score is a `Score` whose `compute` function is what describes it.
-def registry_of_dict(kind: str, entries: dict[str, Any]) -> Registry[Any]:
-    adapted: Registry[Any] = Registry(kind)
-    for name, entry in entries.items():
-        adapted.register(name)(getattr(entry, "compute", entry))
-    return adapted
+    return getattr(importlib.import_module(spec.module), spec.attribute)
 
 
 def names_help() -> str:
@@ -103,5 +86,7 @@ def description(kind: str, name: str) -> Description:
 
 
 def descriptions(kind: str) -> list[Description]:
-    """The descriptions of every entry of ``kind``, by name."""
-    return [description(kind, name) for name in registry(kind).names()]
+    """The descriptions of every entry of ``kind``: dalib's and the installed plugins' (a plugin
+    that cannot be imported is left out with a one-line warning)."""
+    context = KINDS[kind_name(kind)].context
+    return [describe(name, factory, context) for name, factory in registry(kind).entries().items()]

@@ -131,7 +131,7 @@ def builder(
         registry.get(name)  # one line with the close match if there is no such measure
     else:
         name = getattr(measure, "__name__", repr(measure))
-        registry = Registry("discrepancy")
+        registry = Registry("discrepancy", DISCREPANCIES.group)
         registry.register(name)(measure)
 
     def build() -> Discrepancy:

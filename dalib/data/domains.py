@@ -35,4 +35,4 @@ class DomainPair:
     source_origin: str | None = None
 
 
-DATASETS: Registry[DomainPair] = Registry("dataset")
+DATASETS: Registry[DomainPair] = Registry("dataset", "dalib.datasets")
