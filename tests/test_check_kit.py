@@ -119,3 +119,9 @@ def test_bad_arguments_get_one_line():
         check_discrepancy(Moments, bandwidth=1.0)
     with pytest.raises(DalibError, match=r"subclasses dalib\.discrepancy\.Discrepancy"):
         check_discrepancy(torch.nn.Identity)
+
+
+def test_a_measure_named_by_its_spec_is_checked():
+    report = check_discrepancy("tests.test_check_kit:IgnoresWeights", checks=["value", "weights"])
+    assert report.measure == "tests.test_check_kit:IgnoresWeights"
+    assert [r.status for r in report.results] == ["passed", "failed"], str(report)
