@@ -185,6 +185,7 @@ class DalibCLI(LightningCLI):
             "method": self.model.method,
             "dataset": self.datamodule.benchmark,
             "task": self.datamodule.task,
+            **self.datamodule.record(),  # where source_val_acc and target_acc come from
             "seed": self.config[self.subcommand].seed_everything,
             "reference": self.config[self.subcommand].get("reference"),
             **fields,

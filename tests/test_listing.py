@@ -53,7 +53,9 @@ def test_one_entry_shows_its_docstring_and_options(capsys):
     assert "  hidden_dim: int = 128\n" in out and "set by dalib: in_features" in out
     assert "in_features:" not in out  # not an option: the objective passes it
     out = dalib_list(capsys, "datasets", "features")
-    assert "  num_classes: int (required)\n" in out
+    assert (
+        "  target: str (required)\n      the target file adapted to; its labels are hidden" in out
+    )
     out = dalib_list(capsys, "density-ratio-estimators", "classifier")
     assert "  alpha: float = 1.0\n" in out and "  clip: float | None = None\n" in out
 
@@ -135,7 +137,7 @@ def test_fit_help_names_the_choices_and_where_to_see_their_options(capsys):
         ("--model.backbone", "`dalib list backbones NAME` shows one's options"),
         ("--model.target_loss", "`dalib list target_losses [NAME]`"),
         ("--model.gamma", "`dalib list schedules [NAME]`"),
-        ("--data.dataset", "`dalib list datasets NAME` shows one's options"),
+        ("--data.dataset", "``dalib list datasets NAME`` shows one's options"),
     ]:
         help_text = out.split(f"{option} {option.split('.')[-1].upper()} ", 1)[1][:400]
         assert listing in help_text, option
