@@ -23,6 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from dalib import run_history
 from dalib.calibration import gamma_record
+from dalib.catalogue import names_help
 from dalib.collapse import CollapseGuard
 from dalib.commands import COMMANDS, LIGHTNING_COMMANDS, command_parser
 from dalib.console import fail, quiet_lightning
@@ -320,6 +321,7 @@ def run_lightning(arguments: list[str]) -> None:
             parser_kwargs={
                 "description": command_parser().description,
                 **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+                "fit": {"description": f"{COMMANDS['fit']}. {names_help()}"},
             },
         )
     finally:

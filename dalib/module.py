@@ -100,6 +100,22 @@ class DomainAdaptationModule(pl.LightningModule):
         head_options: Mapping[str, Any] | None = None,
         on_collapse: OnCollapse = "stop",
     ) -> None:
+        """The network, its objective and its optimisation (``dalib fit --help`` shows these).
+
+        Args:
+            backbone: the feature extractor: a name, or {name: NAME, OPTION: VALUE}; `dalib
+                list backbones` names them, `dalib list backbones NAME` shows one's options.
+            discrepancy: the measure D between source and target features: a name, or {name:
+                NAME, OPTION: VALUE}, or null for none; `dalib list discrepancies [NAME]`.
+            gamma: γ(p), the weight of D: a number, or a schedule {name: NAME, OPTION: VALUE}
+                over the training progress p; `dalib list schedules [NAME]`.
+            target_loss: L_t on the target batch: a name, or {name: NAME, OPTION: VALUE}, or
+                null for none; `dalib list target_losses [NAME]`.
+            lambda_t: λ(p), the weight of L_t: a number or a schedule; `dalib list schedules`.
+            selection: the checkpoint kept as best: a label-free score (`dalib list
+                selection_scores`), last (the final model) or oracle (uses target labels).
+            selection_fallback: the choice used when the selection score cannot be computed.
+        """
         super().__init__()
         self.save_hyperparameters()
         check_on_collapse(on_collapse)

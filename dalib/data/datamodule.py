@@ -148,8 +148,8 @@ class DomainDataModule(pl.LightningDataModule):
                 ``blobs``, ``digits`` (source, target), ``features`` (source, target,
                 source_test, target_test, num_classes, preprocess, n_features, ...),
                 ``office_caltech10``, ``office31``, ``officehome``, ``visda2017``,
-                ``domainnet`` (source, target, file_lists, ...); every dataset's options:
-                ``dalib list datasets`` and the documentation's Data page.
+                ``domainnet`` (source, target, file_lists, ...); ``dalib list datasets NAME``
+                shows one's options, as does the documentation's Data page.
             batch_size: samples of each domain per training step (per process).
             eval_batch_size: samples per validation and test batch.
             iterations_per_epoch: training steps per epoch (default: one pass over the
