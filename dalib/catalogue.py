@@ -36,7 +36,12 @@ KINDS: dict[str, Kind] = {
     "backbones": Kind("dalib.models", "BACKBONES", "model.backbone", ("input_shape",)),
     "datasets": Kind("dalib.data", "DATASETS", "data.dataset", also=("dalib.transfer",)),
     "target_losses": Kind("dalib.target_losses", "TARGET_LOSSES", "model.target_loss"),
-    "schedules": Kind("dalib.schedules", "SCHEDULES", "model.gamma, model.lambda_t"),
+    "schedules": Kind(
+        "dalib.schedules", "SCHEDULES", "model.gamma, model.lambda_t, model.reversal"
+    ),
+    "gamma_rules": Kind(
+        "dalib.calibration", "GAMMA_RULES", "model.gamma (calibrated at the start)"
+    ),
     "selection_scores": Kind(
         "dalib.selection", "SCORES", "model.selection, model.selection_fallback"
     ),

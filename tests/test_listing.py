@@ -35,7 +35,7 @@ def test_every_entry_of_every_kind_is_listed_with_its_summary(capsys):
 def test_one_kind(capsys):
     out = dalib_list(capsys, "schedules")
     assert out.splitlines() == [
-        "schedules (model.gamma, model.lambda_t)",
+        "schedules (model.gamma, model.lambda_t, model.reversal)",
         "  constant       The same weight throughout training.",
         "  dann_ramp      ``max_value·(2/(1+exp(-alpha·p)) - 1)``: 0 at the start, near "
         "``max_value`` by p≈0.5.",
