@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dalib.discrepancy import DISCREPANCIES, Discrepancy
     from dalib.errors import DalibError
     from dalib.module import DomainAdaptationModule
+    from dalib.regularisers import REGULARISERS
     from dalib.schedules import SCHEDULES
     from dalib.target_losses import TARGET_LOSSES
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 EXPORTS = {
     "DATASETS": "dalib.data",
     "DISCREPANCIES": "dalib.discrepancy",
+    "REGULARISERS": "dalib.regularisers",
     "SCHEDULES": "dalib.schedules",
     "TARGET_LOSSES": "dalib.target_losses",
     "DalibError": "dalib.errors",
@@ -31,6 +33,7 @@ EXPORTS = {
 __all__ = [
     "DATASETS",
     "DISCREPANCIES",
+    "REGULARISERS",
     "SCHEDULES",
     "TARGET_LOSSES",
     "DalibError",

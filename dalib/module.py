@@ -35,8 +35,9 @@ TRAIN_ACCURACY_KEY = "train_source_acc"  # the checkpoint's entry for the accura
 class DomainAdaptationModule(pl.LightningModule):
     """Feature extractor → optional bottleneck → classifier (``dalib.network.Network``), trained
     on ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` (``dalib.objective.Objective``: the terms, their
-    schedules, ``l2_sp``, ``unshared``, ``distillation``) by SGD (``dalib.optim.Optimization``:
-    ``lr`` to ``layer_lr_decay``) in Lightning's automatic optimisation, the LR schedule per step.
+    schedules, ``regularisers``, ``l2_sp``, ``unshared``, ``distillation``) by SGD
+    (``dalib.optim.Optimization``: ``lr`` to ``layer_lr_decay``) in Lightning's automatic
+    optimisation, the LR schedule per step.
 
     ``init_from`` copies ``init_modules`` (``backbone``, ``bottleneck``, ``head``) from a dalib
     checkpoint when a fit starts from scratch (``start``). Checkpoints are self-contained: they
@@ -84,6 +85,7 @@ class DomainAdaptationModule(pl.LightningModule):
         l2_sp: float = 0.0,
         unshared: float | None = None,
         distillation: Mapping[str, Any] | None = None,
+        regularisers: Sequence[Spec] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -103,11 +105,12 @@ class DomainAdaptationModule(pl.LightningModule):
         )
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation,
+            unshared or 0.0, distillation, regularisers,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
+        names += list(self.objective.regularisers)
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
         self.train_source_acc = TrainingAccuracy(num_classes)
