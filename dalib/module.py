@@ -157,8 +157,16 @@ class DomainAdaptationModule(pl.LightningModule):
             self.start()
 
     def training_step(self, batch: Batch, batch_idx: int) -> Mapping[str, torch.Tensor]:
-        """The scheme's step(s) on one paired batch (``dalib.schemes``)."""
-        return self.scheme.training_step(self, batch, batch_idx)
+        """The scheme's step(s) on one paired batch (``dalib.schemes``); a manual scheme must
+        count exactly one optimiser step per batch, or max_steps would never (or too soon) end."""
+        before = self.global_step
+        terms = self.scheme.training_step(self, batch, batch_idx)
+        if self.scheme.manual and self.global_step != before + 1:
+            raise DalibError(
+                f"training scheme {type(self.scheme).__name__} counted {self.global_step - before}"
+                " optimiser steps in one batch; count exactly one (optimizer_step(counted=True))"
+            )
+        return terms
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The distillation teacher's architecture (its weights are in the state_dict), and the

@@ -41,6 +41,11 @@ def mean_prediction_entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.log(p.mean(dim=0) + 1e-6).mean()
 
 
+def zero_grad(*optimizers) -> None:
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+
+
 @SCHEMES.register("mcd")
 class MaximumClassifierDiscrepancy(TrainingScheme):
     """MCD: a feature generator G (backbone and bottleneck) and two classifiers F₁ (the
@@ -140,8 +145,7 @@ class MaximumClassifierDiscrepancy(TrainingScheme):
         # A: everything on the source
         logits1, logits2 = self.logits(network, x_s, x_t)
         loss_a, ce1, ce2 = self.step_a_loss(logits1, logits2, y_s, w_s)
-        opt_g.zero_grad()
-        opt_f.zero_grad()
+        zero_grad(opt_g, opt_f)
         module.manual_backward(loss_a)
         optimizer_step(module, FEATURES, counted=False)
         optimizer_step(module, CLASSIFIERS, counted=False)
@@ -153,7 +157,7 @@ class MaximumClassifierDiscrepancy(TrainingScheme):
         logits1, logits2 = network.head(f), self.head2(f)
         loss_b, _, _ = self.step_a_loss(logits1, logits2, y_s, w_s)
         discrepancy_b = self.target_discrepancy(logits1, logits2, n_s)
-        opt_f.zero_grad()
+        zero_grad(opt_g, opt_f)  # G gets none: what a step holds is its own backward's
         module.manual_backward(loss_b - self.trade_off * discrepancy_b)
         optimizer_step(module, CLASSIFIERS, counted=False)
 
@@ -161,7 +165,7 @@ class MaximumClassifierDiscrepancy(TrainingScheme):
         with module.toggled_optimizer(opt_g):
             for k in range(self.num_k):
                 discrepancy_c = self.target_discrepancy(*self.logits(network, x_s, x_t), n_s)
-                opt_g.zero_grad()
+                zero_grad(opt_g, opt_f)
                 module.manual_backward(self.trade_off * discrepancy_c)
                 optimizer_step(module, FEATURES, counted=k == self.num_k - 1)
         step_schedulers(module)
