@@ -119,8 +119,9 @@ class DomainAdaptationModule(pl.LightningModule):
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
         names += list(self.objective.regularisers)
-        if self.scheme.manual:
-            names.insert(0, split_spec(scheme, "training scheme")[0])
+        scheme_name = split_spec(scheme, "training scheme")[0]
+        if scheme_name != "standard":
+            names.insert(0, scheme_name)
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
         self.train_source_acc = TrainingAccuracy(num_classes)

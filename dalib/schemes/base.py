@@ -83,3 +83,20 @@ def log_every(module: DomainAdaptationModule) -> bool:
     """Whether this step is one the trainer logs (every ``log_every_n_steps``, and the last)."""
     every = module.trainer.log_every_n_steps
     return (module.global_step + 1) % every == 0 or module.trainer.is_last_batch
+
+
+def log_terms(
+    module: DomainAdaptationModule, terms: Mapping[str, torch.Tensor], batch_size: int
+) -> None:
+    """Log ``train/<term>``, the base LR (the last group's, before its multiplier) and the
+    source accuracy since the last log, on the steps the trainer logs."""
+    if not log_every(module):
+        return
+    # Every trainer.log_every_n_steps steps, not every step: logging costs more than a small
+    # model's step. The accuracy is over the steps since the last log.
+    logged = {f"train/{name}": value.detach() for name, value in terms.items()}
+    optimizers = module.optimizers()
+    group = (optimizers[-1] if isinstance(optimizers, list) else optimizers).param_groups[-1]
+    logged["lr"] = group["lr"] / group["lr_mult"]
+    module.log_dict(logged, batch_size=batch_size)
+    module.log("train/source_acc", module.train_source_acc.compute_and_reset(), prog_bar=True)

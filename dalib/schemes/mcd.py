@@ -16,7 +16,7 @@ from dalib.schemes.base import (
     SCHEMES,
     TrainingScheme,
     check_full_precision,
-    log_every,
+    log_terms,
     optimizer_step,
     step_schedulers,
 )
@@ -177,12 +177,5 @@ class MaximumClassifierDiscrepancy(TrainingScheme):
             "discrepancy_max": discrepancy_b.detach(),
             "discrepancy": discrepancy_c.detach(),
         }
-        if log_every(module):
-            logged = {f"train/{name}": value for name, value in terms.items()}
-            group = opt_f.param_groups[-1]
-            logged["lr"] = group["lr"] / group["lr_mult"]
-            module.log_dict(logged, batch_size=n_s)
-            module.log(
-                "train/source_acc", module.train_source_acc.compute_and_reset(), prog_bar=True
-            )
+        log_terms(module, terms, n_s)
         return terms

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dalib.schemes.base import SCHEMES, TrainingScheme, log_every
+from dalib.schemes.base import SCHEMES, TrainingScheme, log_terms
 
 if TYPE_CHECKING:
     from dalib.module import DomainAdaptationModule
@@ -36,15 +36,6 @@ class Standard(TrainingScheme):
     ) -> dict[str, torch.Tensor]:
         terms = module.compute_losses(batch, module.progress())
         module.train_source_acc.add(terms.pop("logits_s"), batch["source"][1])
-        if log_every(module):
-            # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
-            # small model's step. The accuracy is over the steps since the last log.
-            logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-            group = module.optimizers().param_groups[-1]
-            logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
-            module.log_dict(logged, batch_size=batch["source"][0].shape[0])
-            module.log(
-                "train/source_acc", module.train_source_acc.compute_and_reset(), prog_bar=True
-            )
+        log_terms(module, terms, batch["source"][0].shape[0])
         # the terms go to on_train_batch_end's outputs: FiniteGuard names them if the loss is NaN
         return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
