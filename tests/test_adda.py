@@ -11,6 +11,7 @@ from dalib.data import DomainDataModule
 from dalib.errors import DalibError
 from dalib.module import DomainAdaptationModule
 from dalib.schemes.adda import AdversarialDiscriminativeAdaptation
+from tests.test_resume import fit, kill_when, record
 
 
 def adda_module(**options) -> DomainAdaptationModule:
@@ -109,3 +110,22 @@ def test_bad_adda_settings_are_one_line_errors(options, message):
     }  # fmt: skip
     with pytest.raises(DalibError, match=message):
         DomainAdaptationModule(**{**settings, **options})
+
+
+@pytest.mark.slow
+def test_adda_killed_after_the_switch_resumes_to_the_uninterrupted_run(tmp_path):
+    """Killed in phase 2 (the switch at step 120 of 240), resumed: the same phase, the same
+    target encoder and discriminator, the uninterrupted run's numbers."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    every = "--model.checkpoint_every_n_steps=7"
+    assert fit(whole, every, config="adda").wait(timeout=300) == 0
+
+    last = cut / "runs" / "toy" / "adda" / "version_0" / "checkpoints" / "last.ckpt"
+    killed = kill_when(fit(cut, every, config="adda"), last, lambda c: c["global_step"] >= 130)
+    assert 120 < killed["global_step"] < 240 and killed["global_step"] % 30 != 0
+
+    resumed = fit(cut, every, "--ckpt_path=last", config="adda")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert record(cut, "adda") == record(whole, "adda")

@@ -40,6 +40,7 @@ class AdversarialDiscriminativeAdaptation(Standard):
     ``source_fraction: 0`` skips phase 1, for a model whose source parts come from
     ``init_from`` (a source-only run's checkpoint, ``init_modules: [backbone, bottleneck,
     head]``). The phase follows from the global step, so a resumed run is in the same phase.
+    ADDA's losses have no weight: ``gamma`` is not used.
     The losses are the paper's inverted-label ones (:meth:`adversarial_losses`), one SGD over
     the target encoder and the discriminator; the Transfer-Learning-Library
     (``examples/.../adda.py:111-123``) freezes the source model likewise but trains through a
