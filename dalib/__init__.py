@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dalib.module import DomainAdaptationModule
     from dalib.regularisers import REGULARISERS
     from dalib.schedules import SCHEDULES
+    from dalib.schemes import SCHEMES
     from dalib.target_losses import TARGET_LOSSES
 
 #: Each public name and the module that defines it.
@@ -24,6 +25,7 @@ EXPORTS = {
     "DISCREPANCIES": "dalib.discrepancy",
     "REGULARISERS": "dalib.regularisers",
     "SCHEDULES": "dalib.schedules",
+    "SCHEMES": "dalib.schemes",
     "TARGET_LOSSES": "dalib.target_losses",
     "DalibError": "dalib.errors",
     "Discrepancy": "dalib.discrepancy",
@@ -35,6 +37,7 @@ __all__ = [
     "DISCREPANCIES",
     "REGULARISERS",
     "SCHEDULES",
+    "SCHEMES",
     "TARGET_LOSSES",
     "DalibError",
     "Discrepancy",
