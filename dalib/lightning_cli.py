@@ -115,7 +115,8 @@ class DalibCLI(LightningCLI):
         resume = resume_target(self.config.fit.ckpt_path, run_root, config)
         if resume is None:
             return  # Lightning's own handling: `last` of another logger layout, or a new run
-        init_args.version = resume.run_dir.name
+        if resume.run_dir.resolve() != run_root.resolve():  # else: save_dir/name is the run
+            init_args.version = resume.run_dir.name
         self.config.fit.ckpt_path = str(resume.checkpoint)
         if rank_zero_only.rank == 0:
             run_history.set_aside(resume.run_dir, resume.global_step)
@@ -183,6 +184,7 @@ class DalibCLI(LightningCLI):
             "method": self.model.method,
             "dataset": self.datamodule.benchmark,
             "task": self.datamodule.task,
+            **self.datamodule.record(),  # where source_val_acc and target_acc come from
             "seed": self.config[self.subcommand].seed_everything,
             "reference": self.config[self.subcommand].get("reference"),
             **fields,

@@ -22,7 +22,8 @@ from dalib.optim import Optimization
 from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
 from dalib.schemes import SCHEMES
-from dalib.selection import SCORES, SELECTIONS, SelectionTracker
+from dalib.selection import SelectionTracker
+from dalib.selection.scores import check_selection, tracked_scores
 from dalib.step_stats import StepStats
 from dalib.train_accuracy import TrainingAccuracy
 
@@ -90,14 +91,17 @@ class DomainAdaptationModule(pl.LightningModule):
         l2_sp: float = 0.0,
         unshared: float | None = None,
         distillation: Mapping[str, Any] | None = None,
+        reversal: ScheduleSpec = 1.0,
+        bottleneck_options: Mapping[str, Any] | None = None,
+        head_options: Mapping[str, Any] | None = None,
         regularisers: Sequence[Spec] | None = None,
         scheme: Spec = "standard",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
-            if value is not None and value not in SELECTIONS:
-                raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
+            if value is not None:
+                check_selection(value, key)
         if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
             raise DalibError(
                 f"checkpoint_every_n_steps must be >= 1 (or null), got {checkpoint_every_n_steps}"
@@ -107,11 +111,12 @@ class DomainAdaptationModule(pl.LightningModule):
             dict(lr_mults or {}), layer_lr_decay, l2_sp,
         )  # fmt: skip
         self.network = Network(
-            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None
-        )
+            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None,
+            bottleneck_options=bottleneck_options, head_options=head_options,
+        )  # fmt: skip
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation, regularisers,
+            unshared or 0.0, distillation, reversal, regularisers,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
         self.scheme = SCHEMES.build(scheme, network=self.network, objective=self.objective)
@@ -215,14 +220,20 @@ class DomainAdaptationModule(pl.LightningModule):
         latest state whether or not the selection score improved. No checkpoints with
         ``Trainer(enable_checkpointing=False)``.
         """
-        callbacks: list[Callback] = [SelectionTracker(), RandomStates(), StepStats(), FiniteGuard()]
+        selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
+        scores = tracked_scores(selection, self.hparams.selection_fallback)
+        callbacks: list[Callback] = [
+            SelectionTracker(scores),
+            RandomStates(),
+            StepStats(),
+            FiniteGuard(),
+        ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks
-        selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
         if selection != "last":
             oracle = selection == "oracle"
             monitor = "val/target_acc" if oracle else f"select/{selection}"
-            mode = "max" if oracle else SCORES[selection].mode
+            mode = "max" if oracle else scores[selection].mode
             name = f"best-{selection}-{{epoch}}"
             callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, filename=name))
         callbacks.append(ModelCheckpoint(filename="last", enable_version_counter=False))

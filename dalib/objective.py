@@ -9,6 +9,13 @@
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
 - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+- ``reversal`` ρ(p), for adversarial measures: a number or schedule that scales only the gradient
+  their gradient-reversal layers send back into the features. γ scales the whole term, so the
+  discriminator (critic, adversarial head) trains at γ times its loss and the features get
+  ``-γ·ρ·coeff`` times its gradient. dalib's default ramps γ and keeps ρ = 1 (the discriminator
+  ramps up with the features); the Transfer-Learning-Library keeps γ = 1 and ramps ρ
+  (``WarmStartGradientReverseLayer``, tllib/modules/grl.py:59-77), training the discriminator
+  at full rate from the first step.
 - Regularisers (``dalib.regularisers``): ``regularisers: [{name: bsp, weight: 1e-4}]``, each
   ``weight·R(f_s, f_t)`` on the features of both domains, composable with any ``D`` and ``L_t``.
 - Transfer terms (``dalib.transfer``): ``l2_sp·½‖θ − θ₀‖²`` between the backbone and its
@@ -40,12 +47,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dalib.discrepancy import DISCREPANCIES
+from dalib.discrepancy.adversarial import GradientReversal
 from dalib.distributed import gather_inputs, mean_over_processes, world_size
 from dalib.errors import DalibError
 from dalib.network import Network
 from dalib.registry import Spec
 from dalib.regularisers import build_regularisers
-from dalib.schedules import make_schedule
+from dalib.schedules import Constant, make_schedule
 from dalib.target_losses import TARGET_LOSSES
 from dalib.transfer.distillation import Distillation
 from dalib.transfer.parameters import Snapshot, half_squared_distance
@@ -91,6 +99,7 @@ class Objective(nn.Module):
         l2_sp: float = 0.0,
         unshared: float = 0.0,
         distillation: Mapping[str, Any] | None = None,
+        reversal: ScheduleSpec = 1.0,
         regularisers: Sequence[Spec] | None = None,
     ) -> None:
         super().__init__()
@@ -105,6 +114,12 @@ class Objective(nn.Module):
             )
         )
         self.gamma = make_schedule(gamma, "gamma")
+        self.reversal = make_schedule(reversal, "reversal")
+        if self.reversal != Constant(1.0) and not self.reversal_layers():
+            raise DalibError(
+                "reversal schedules the gradient reversal of an adversarial discrepancy "
+                "(dann, cdan, mdd, wdgrl); this config has none: remove reversal or use gamma"
+            )
         self.target_loss = (
             None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
         )
@@ -163,6 +178,11 @@ class Objective(nn.Module):
                 loss = loss + weight * terms["target_loss"]
         if self.discrepancy is not None:
             weight = self.gamma(progress)
+            if self.discrepancy.adversarial:
+                scale = self.reversal(progress)
+                for layer in self.reversal_layers():
+                    layer.scale = scale
+                terms["reversal"] = torch.tensor(scale)
             inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s)
             if self.gathers_discrepancy():
                 inputs = gather_inputs(self.discrepancy, inputs)
@@ -191,6 +211,12 @@ class Objective(nn.Module):
                 {"source": logits_s, "target": logits_t}, {"source": x_s, "target": x_t}
             )
             yield "distillation", self.distillation.weight, value
+
+    def reversal_layers(self) -> list[GradientReversal]:
+        """The gradient-reversal layers of the discrepancy, which ``reversal`` scales."""
+        if self.discrepancy is None:
+            return []
+        return [m for m in self.discrepancy.modules() if isinstance(m, GradientReversal)]
 
     def gathers_discrepancy(self) -> bool:
         """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""

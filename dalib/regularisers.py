@@ -25,7 +25,7 @@ from dalib.discrepancy.base import check_features
 from dalib.errors import DalibError
 from dalib.registry import Registry, Spec, split_spec
 
-REGULARISERS: Registry[Regulariser] = Registry("regulariser")
+REGULARISERS: Registry[Regulariser] = Registry("regulariser", "dalib.regularisers")
 
 
 class Regulariser(nn.Module):

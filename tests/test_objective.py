@@ -1,4 +1,4 @@
-"""The Objective in a plain PyTorch loop (the README's) trains exactly as ``dalib fit`` does."""
+"""The plain PyTorch loop of docs/concepts/objective.md trains exactly as ``dalib fit`` does."""
 
 import csv
 import re
@@ -10,18 +10,18 @@ from tests.conftest import REPO, TOY, run_dalib
 STEPS = 20
 
 
-def readme_loop() -> dict:
-    """Run the README's plain-PyTorch loop; its namespace (``network``, ``losses``)."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## The objective without Lightning", 1)[1]
+def documented_loop() -> dict:
+    """Run the docs' plain-PyTorch loop; its namespace (``network``, ``losses``)."""
+    page = (REPO / "docs" / "concepts" / "objective.md").read_text()
+    section = page.split("## The objective without Lightning", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
     exec(code, namespace)
     return namespace
 
 
-def test_the_readme_loop_gives_dalib_fits_losses_and_weights(tmp_path):
-    plain = readme_loop()
+def test_the_documented_loop_gives_dalib_fits_losses_and_weights(tmp_path):
+    plain = documented_loop()
     # no sanity check: its evaluation loaders would draw from the generator as they start, which
     # the plain loop does not have
     run_dalib(

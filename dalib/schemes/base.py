@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dalib.module import DomainAdaptationModule
     from dalib.objective import Batch
 
-SCHEMES: Registry[TrainingScheme] = Registry("training scheme")
+SCHEMES: Registry[TrainingScheme] = Registry("training scheme", "dalib.schemes")
 
 
 class TrainingScheme(nn.Module):

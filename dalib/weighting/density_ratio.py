@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 
 from dalib.errors import DalibError
+from dalib.registry import Registry
 
 
 def check_domains(X_s, X_t, min_target: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -292,4 +293,10 @@ class ULSIF(_KernelRatio):
         self.alpha_ = np.maximum(np.linalg.solve(H, K_t.mean(axis=0)), 0.0)
 
 
-ESTIMATORS = {"classifier": ClassifierRatio, "kmm": KMM, "kliep": KLIEP, "ulsif": ULSIF}
+ESTIMATORS: Registry[DensityRatioEstimator] = Registry(
+    "density-ratio estimator", "dalib.density_ratios"
+)
+ESTIMATORS.register("classifier")(ClassifierRatio)
+ESTIMATORS.register("kmm")(KMM)
+ESTIMATORS.register("kliep")(KLIEP)
+ESTIMATORS.register("ulsif")(ULSIF)
