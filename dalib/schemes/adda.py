@@ -107,6 +107,9 @@ class AdversarialDiscriminativeAdaptation(Standard):
             f_t = network.features(batch["target"][0], "target")
             critic, encoder = self.adversarial_losses(module.objective.discrepancy, f_s, f_t)
             terms = {"loss": critic + encoder, "discrepancy": critic, "encoder_loss": encoder}
+            # the frozen classifier's source loss: logged in both phases, so that a run resumed
+            # in phase 2 logs the same terms as one that went through phase 1
+            terms["source_ce"] = F.cross_entropy(logits_s, y_s)
         module.train_source_acc.add(logits_s.detach(), y_s)
         log_terms(module, {name: v.detach() for name, v in terms.items()}, len(x_s))
         return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
