@@ -59,7 +59,7 @@ def optimizer_step(module: DomainAdaptationModule, index: int, *, counted: bool)
     """Step optimiser ``index`` of a manual scheme; ``counted``: through Lightning's wrapper,
     which adds one to ``trainer.global_step`` (once per batch, see ``TrainingScheme``)."""
     optimizers = module.optimizers() if counted else module.optimizers(use_pl_optimizer=False)
-    optimizers[index].step()
+    (optimizers[index] if isinstance(optimizers, list) else optimizers).step()
 
 
 def step_schedulers(module: DomainAdaptationModule) -> None:
