@@ -42,6 +42,8 @@ KINDS: dict[str, Kind] = {
     "gamma_rules": Kind(
         "dalib.calibration", "GAMMA_RULES", "model.gamma (calibrated at the start)"
     ),
+    "regularisers": Kind("dalib.regularisers", "REGULARISERS", "model.regularisers"),
+    "schemes": Kind("dalib.schemes", "SCHEMES", "model.scheme"),
     "selection_scores": Kind(
         "dalib.selection", "SCORES", "model.selection, model.selection_fallback"
     ),

@@ -29,6 +29,7 @@ from dalib.objective import Batch, Objective, ScheduleSpec
 from dalib.optim import Optimization
 from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
+from dalib.schemes import SCHEMES
 from dalib.selection import SelectionTracker
 from dalib.selection.scores import check_selection, tracked_scores
 from dalib.step_stats import StepStats
@@ -44,13 +45,18 @@ TRAIN_ACCURACY_KEY = "train_source_acc"  # the checkpoint's entry for the accura
 class DomainAdaptationModule(pl.LightningModule):
     """Feature extractor → optional bottleneck → classifier (``dalib.network.Network``), trained
     on ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` (``dalib.objective.Objective``: the terms, their
-    schedules, ``l2_sp``, ``unshared``, ``distillation``) by SGD (``dalib.optim.Optimization``:
-    ``lr`` to ``layer_lr_decay``) in Lightning's automatic optimisation, the LR schedule per step.
+    schedules, ``regularisers``, ``l2_sp``, ``unshared``, ``distillation``) by SGD
+    (``dalib.optim.Optimization``: ``lr`` to ``layer_lr_decay``) in Lightning's automatic
+    optimisation, the LR schedule per step (the ``standard`` scheme).
 
     ``init_from`` copies ``init_modules`` (``backbone``, ``bottleneck``, ``head``) from a dalib
     checkpoint when a fit starts from scratch (``start``). Checkpoints are self-contained: they
     hold L2-SP's θ₀ and the distillation teacher, so a model restored from one never reads
     ``init_from`` or the teacher's file.
+
+    ``scheme``: how a batch updates the model (``dalib.schemes``): ``standard`` (one loss, one
+    step, Lightning's automatic optimisation) or a multi-step scheme such as ``{name: mcd}``,
+    which optimises manually.
 
     ``selection``: the checkpoint kept as ``best`` is the one a label-free score of
     ``dalib.selection`` prefers (logged as ``select/<name>`` at every validation), ``last`` (the
@@ -99,6 +105,8 @@ class DomainAdaptationModule(pl.LightningModule):
         bottleneck_options: Mapping[str, Any] | None = None,
         head_options: Mapping[str, Any] | None = None,
         on_collapse: OnCollapse = "stop",
+        regularisers: Sequence[Spec] | None = None,
+        scheme: Spec = "standard",
     ) -> None:
         """The network, its objective and its optimisation (``dalib fit --help`` shows these).
 
@@ -115,6 +123,12 @@ class DomainAdaptationModule(pl.LightningModule):
             selection: the checkpoint kept as best: a label-free score (`dalib list
                 selection_scores`), last (the final model) or oracle (uses target labels).
             selection_fallback: the choice used when the selection score cannot be computed.
+            on_collapse: stop (default) or warn when the representation or the predictions
+                collapse (`dalib.collapse`).
+            regularisers: feature regularisers added to the loss, e.g. [{name: bsp, weight:
+                1e-4}]; `dalib list regularisers`.
+            scheme: the training scheme: standard (one loss, one step) or a multi-step one
+                such as {name: mcd, num_k: 4}; `dalib list schemes`.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -136,11 +150,17 @@ class DomainAdaptationModule(pl.LightningModule):
         )  # fmt: skip
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation, reversal,
+            unshared or 0.0, distillation, reversal, regularisers,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
+        self.scheme = SCHEMES.build(scheme, network=self.network, objective=self.objective)
+        self.automatic_optimization = not self.scheme.manual
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
+        names += list(self.objective.regularisers)
+        scheme_name = split_spec(scheme, "training scheme")[0]
+        if scheme_name != "standard":
+            names.insert(0, scheme_name)
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
         self.train_source_acc = TrainingAccuracy(num_classes)
@@ -177,20 +197,17 @@ class DomainAdaptationModule(pl.LightningModule):
         if not self.started:
             self.start()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        terms = self.compute_losses(batch, self.progress())
-        self.train_source_acc.add(terms.pop("logits_s"), batch["source"][1])
-        every, last = self.trainer.log_every_n_steps, self.trainer.is_last_batch
-        if (self.global_step + 1) % every == 0 or last:  # a step the trainer logs
-            # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
-            # small model's step. The accuracy is over the steps since the last log.
-            logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-            group = self.optimizers().param_groups[-1]
-            logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
-            self.log_dict(logged, batch_size=batch["source"][0].shape[0])
-            self.log("train/source_acc", self.train_source_acc.compute_and_reset(), prog_bar=True)
-        # the terms go to on_train_batch_end's outputs: FiniteGuard names them if the loss is NaN
-        return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
+    def training_step(self, batch: Batch, batch_idx: int) -> Mapping[str, torch.Tensor]:
+        """The scheme's step(s) on one paired batch (``dalib.schemes``); a manual scheme must
+        count exactly one optimiser step per batch, or max_steps would never (or too soon) end."""
+        before = self.global_step
+        terms = self.scheme.training_step(self, batch, batch_idx)
+        if self.scheme.manual and self.global_step != before + 1:
+            raise DalibError(
+                f"training scheme {type(self.scheme).__name__} counted {self.global_step - before}"
+                " optimiser steps in one batch; count exactly one (optimizer_step(counted=True))"
+            )
+        return terms
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The distillation teacher's architecture (its weights are in the state_dict), and the
@@ -268,15 +285,8 @@ class DomainAdaptationModule(pl.LightningModule):
         return callbacks
 
     def configure_optimizers(self):
-        optimizer, scheduler = self.optimization.build(
-            self.network, self.objective, self.trainer.estimated_stepping_batches
-        )
-        if scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        """The scheme's optimisers and LR schedulers."""
+        return self.scheme.configure_optimizers(self)
 
 
 def per_stage_and_domain(metric: Callable[[], nn.Module]) -> nn.ModuleDict:

@@ -18,6 +18,8 @@
   ramps up with the features); the Transfer-Learning-Library keeps γ = 1 and ramps ρ
   (``WarmStartGradientReverseLayer``, tllib/modules/grl.py:59-77), training the discriminator
   at full rate from the first step.
+- Regularisers (``dalib.regularisers``): ``regularisers: [{name: bsp, weight: 1e-4}]``, each
+  ``weight·R(f_s, f_t)`` on the features of both domains, composable with any ``D`` and ``L_t``.
 - Transfer terms (``dalib.transfer``): ``l2_sp·½‖θ − θ₀‖²`` between the backbone and its
   starting weights (L2-SP, Li et al., ICML 2018); ``unshared·½‖θ_s − θ_t‖²`` between the source
   backbone and the target's own copy (a network built with ``unshared=True``); ``distillation``,
@@ -53,6 +55,7 @@ from dalib.distributed import gather_inputs, mean_over_processes, world_size
 from dalib.errors import DalibError
 from dalib.network import Network
 from dalib.registry import Spec
+from dalib.regularisers import build_regularisers
 from dalib.schedules import Constant, make_schedule
 from dalib.target_losses import TARGET_LOSSES
 from dalib.transfer.distillation import Distillation
@@ -100,6 +103,7 @@ class Objective(nn.Module):
         unshared: float = 0.0,
         distillation: Mapping[str, Any] | None = None,
         reversal: ScheduleSpec = 1.0,
+        regularisers: Sequence[Spec] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [("l2_sp", l2_sp), ("unshared", unshared)]:
@@ -134,11 +138,13 @@ class Objective(nn.Module):
             if distillation is None
             else Distillation.from_spec(distillation, network.num_classes)
         )
+        self.regularisers, self.regulariser_weights = build_regularisers(regularisers)
         self.source_weights: torch.Tensor | None = None
         #: whether the objective needs the target batch (else: source-only, target skipped)
         self.uses_target_batch = (
             self.discrepancy is not None
             or self.target_loss is not None
+            or len(self.regularisers) > 0
             or network.target_backbone is not None
             or (self.distillation is not None and "target" in self.distillation.domains)
         )
@@ -189,6 +195,9 @@ class Objective(nn.Module):
             terms["gamma"] = torch.tensor(weight)
             if weight != 0:
                 loss = loss + weight * terms["discrepancy"]
+        for name, regulariser in self.regularisers.items():
+            terms[name] = regulariser(f_s, f_t)
+            loss = loss + self.regulariser_weights[name] * terms[name]
         for name, weight, value in self.transfer_terms(network, x_s, x_t, logits_s, logits_t):
             terms[name] = value
             loss = loss + weight * value

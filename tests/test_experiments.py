@@ -49,7 +49,7 @@ def image_tree(root: Path, name: str) -> Path:
 def test_the_catalogue_covers_every_method_on_every_benchmark():
     methods = {
         "source_only", "dan", "jan", "coral", "dann", "cdan", "cdan_e", "mdd", "mcc",
-        "deepjdot", "wdgrl", "swd", "dann_semi",
+        "deepjdot", "wdgrl", "swd", "dann_semi", "dann_bsp", "afn", "mcd", "adda",
     }  # fmt: skip
     for benchmark in ("digits", "office_caltech", "office31", "officehome"):
         found = {p.stem for p in (REPO / "experiments" / benchmark).glob("*.yaml")}
