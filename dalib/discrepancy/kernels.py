@@ -1,22 +1,25 @@
 """Kernels for MMD, selected by name: ``kernel: {name: gaussian, multipliers: [...]}``.
 
-A kernel gives the (N, N) matrix over a joint batch (``matrix``) and the values on paired rows
-(``rowwise``, for the linear-time estimator). Distance-based kernels compute one squared-distance
-matrix and reuse it for every bandwidth of the bank; no (N, N, d) tensor is ever built.
+A kernel gives the three blocks of the kernel matrix over a source and a target batch
+(``blocks``: source–source, target–target, source–target; never the (N, N) joint matrix, whose
+cross block would be computed twice) and the values on paired rows (``rowwise``, for the
+linear-time estimator). Distance-based kernels compute one squared-distance matrix per block
+and evaluate every bandwidth of the bank in one batched ``exp`` over a (bandwidths, n, m)
+tensor; no (n, m, d) tensor is ever built.
 
 Bandwidth heuristics are evaluated on the distances at hand (detached, so the bandwidth is not
-a path for the gradient): the off-diagonal pairs of the joint batch for ``matrix``, the given
-pairs for ``rowwise``.
+a path for the gradient): the off-diagonal pairs of the joint batch for ``blocks`` (each
+cross pair counted twice, as in the joint matrix), the given pairs for ``rowwise``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
-from dalib.discrepancy.base import pairwise_sq_dists
+from dalib.discrepancy.base import cross_sq_dists, pairwise_sq_dists
 from dalib.errors import DalibError
 from dalib.registry import Registry
 
@@ -24,11 +27,19 @@ KERNELS: Registry[Kernel] = Registry("kernel")
 Heuristic = Literal["mean", "median"]
 
 
+class Blocks(NamedTuple):
+    """The blocks ``k(s_i, s_j)``, ``k(t_i, t_j)`` and ``k(s_i, t_j)`` of a kernel matrix."""
+
+    ss: torch.Tensor
+    tt: torch.Tensor
+    st: torch.Tensor
+
+
 class Kernel:
     """A positive-definite kernel k(x, y) on feature vectors."""
 
-    def matrix(self, z: torch.Tensor) -> torch.Tensor:
-        """``K[i, j] = k(z_i, z_j)`` for a (N, d) batch."""
+    def blocks(self, x_s: torch.Tensor, x_t: torch.Tensor) -> Blocks:
+        """The kernel matrix's blocks for a (n_s, d) source and a (n_t, d) target batch."""
         raise NotImplementedError
 
     def rowwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -70,34 +81,60 @@ class _BandwidthBank(Kernel):
         """The scale of each fixed bandwidth."""
         raise NotImplementedError
 
-    def _bank(self, r: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
-        """The kernel sum on ``r``; ``base`` is the heuristic's value (unused with sigmas)."""
+    def _scales(self, base: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The bank's scales as a (K, 1, ..., 1) tensor that broadcasts against ``like``."""
+        shape = (-1,) + (1,) * like.dim()
         if self.sigmas is not None:
-            scales = self.fixed_scales(self.sigmas)
-        else:
-            base = base.clamp_min(torch.finfo(r.dtype).tiny)
-            scales = [base * m for m in self.multipliers]
-        return sum(torch.exp(-r / s) for s in scales)
+            fixed = self.fixed_scales(self.sigmas)
+            return torch.tensor(fixed, dtype=like.dtype, device=like.device).view(shape)
+        multipliers = torch.tensor(self.multipliers, dtype=like.dtype, device=like.device)
+        return (base.clamp_min(torch.finfo(like.dtype).tiny) * multipliers).view(shape)
 
-    def matrix(self, z: torch.Tensor) -> torch.Tensor:
-        n, base = len(z), None
-        diagonal = torch.eye(n, dtype=torch.bool, device=z.device)
-        # The expansion ‖a‖² + ‖b‖² - 2a·b leaves a round-off of order eps·‖z_i‖² on the
-        # diagonal, which the Laplacian's square root magnifies to √eps·‖z_i‖ (a 1e-3 relative
+    @staticmethod
+    def _bank(r: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """``Σ_s exp(-r / s)``: one ``exp`` over the (K, *r.shape) stack of every scale."""
+        return torch.exp(r / -scales).sum(dim=0)
+
+    def blocks(self, x_s: torch.Tensor, x_t: torch.Tensor) -> Blocks:
+        # The expansion ‖a‖² + ‖b‖² - 2a·b leaves a round-off of order eps·‖x_i‖² on the
+        # diagonal, which the Laplacian's square root magnifies to √eps·‖x_i‖ (a 1e-3 relative
         # error of float32 MMD on offset features); a self-distance is exactly zero.
-        r = self.statistic(pairwise_sq_dists(z).masked_fill(diagonal, 0.0))
-        if self.sigmas is None and n < 2:
-            raise DalibError("a kernel bandwidth heuristic needs at least 2 samples")
-        if self.sigmas is None and self.heuristic == "mean":
-            base = r.detach().sum() / (n * (n - 1))  # the diagonal is zero
-        elif self.sigmas is None:
-            base = r.detach().masked_select(~diagonal).median()
-        return self._bank(r, base)
+        r_ss, r_tt = (self.statistic(_self_sq_dists(x)) for x in (x_s, x_t))
+        r_st = self.statistic(cross_sq_dists(x_s, x_t))
+        base = None
+        if self.sigmas is None:
+            base = self._joint_heuristic(r_ss.detach(), r_tt.detach(), r_st.detach())
+        scales = self._scales(base, r_st)
+        return Blocks(self._bank(r_ss, scales), self._bank(r_tt, scales), self._bank(r_st, scales))
+
+    def _joint_heuristic(
+        self, r_ss: torch.Tensor, r_tt: torch.Tensor, r_st: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean or (lower) median of ``r`` over the off-diagonal pairs of the joint batch."""
+        n = r_ss.shape[0] + r_tt.shape[0]
+        if self.heuristic == "mean":  # the diagonals are zero
+            return (r_ss.sum() + r_tt.sum() + 2.0 * r_st.sum()) / (n * (n - 1))
+        off_ss, off_tt = (r.masked_select(~_eye(r)) for r in (r_ss, r_tt))
+        flat_st = r_st.reshape(-1)
+        return torch.cat([off_ss, off_tt, flat_st, flat_st]).median()
 
     def rowwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r = self.statistic((a - b).pow(2).sum(dim=1))
         pairs = r.detach()
-        return self._bank(r, pairs.mean() if self.heuristic == "mean" else pairs.median())
+        base = None
+        if self.sigmas is None:
+            base = pairs.mean() if self.heuristic == "mean" else pairs.median()
+        return self._bank(r, self._scales(base, r))
+
+
+def _eye(square: torch.Tensor) -> torch.Tensor:
+    return torch.eye(square.shape[0], dtype=torch.bool, device=square.device)
+
+
+def _self_sq_dists(x: torch.Tensor) -> torch.Tensor:
+    """Squared distances within one batch, with an exactly zero diagonal."""
+    sq = pairwise_sq_dists(x)
+    return sq.masked_fill(_eye(sq), 0.0)
 
 
 @KERNELS.register("gaussian")
@@ -158,8 +195,11 @@ class PolynomialKernel(Kernel):
     def _apply(self, inner: torch.Tensor, d: int) -> torch.Tensor:
         return ((self.scale or 1.0 / d) * inner + self.coef).pow(self.degree)
 
-    def matrix(self, z: torch.Tensor) -> torch.Tensor:
-        return self._apply(z @ z.T, z.shape[1])
+    def blocks(self, x_s: torch.Tensor, x_t: torch.Tensor) -> Blocks:
+        d = x_s.shape[1]
+        return Blocks(
+            self._apply(x_s @ x_s.T, d), self._apply(x_t @ x_t.T, d), self._apply(x_s @ x_t.T, d)
+        )
 
     def rowwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self._apply((a * b).sum(dim=1), a.shape[1])
