@@ -10,7 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dalib.discrepancy import JointMMD, KernelMMD
+from dalib.discrepancy import JointMMD, KernelMMD, kernels
+
+
+@pytest.fixture(params=["one exp per block", "groups of bandwidths"])
+def exp_groups(request, monkeypatch):
+    """Every test runs with the bank in one ``exp`` and split into groups of a few bandwidths
+    (blocks here have 56-121 entries)."""
+    if request.param == "groups of bandwidths":
+        monkeypatch.setattr(kernels, "BATCH_ELEMENTS", 250)
 
 
 def joint_sq_dists(z: torch.Tensor) -> torch.Tensor:
@@ -84,7 +92,7 @@ def assert_same_value_and_gradient(new: torch.Tensor, old: torch.Tensor, inputs)
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_mmd_blocks_equal_the_joint_matrix(kernel, estimator, weighted, seed):
+def test_mmd_blocks_equal_the_joint_matrix(kernel, estimator, weighted, seed, exp_groups):
     f_s, f_t, w_s, w_t = random_inputs(seed)
     weights = {"w_s": w_s, "w_t": w_t} if weighted else {}
     new = KernelMMD(kernel=kernel, estimator=estimator)(f_s, f_t, **weights)
@@ -94,7 +102,7 @@ def test_mmd_blocks_equal_the_joint_matrix(kernel, estimator, weighted, seed):
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 @pytest.mark.parametrize("kernel", KERNELS[:4])
-def test_jmmd_blocks_equal_the_joint_matrix(kernel, estimator):
+def test_jmmd_blocks_equal_the_joint_matrix(kernel, estimator, exp_groups):
     f_s, f_t, w_s, w_t = random_inputs(2)
     g = torch.Generator().manual_seed(3)
     logits_s = torch.randn(len(f_s), 4, generator=g, dtype=torch.float64).requires_grad_()
@@ -109,7 +117,7 @@ def test_jmmd_blocks_equal_the_joint_matrix(kernel, estimator):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_linear_estimator_with_one_batched_exp_equals_one_exp_per_bandwidth(kernel):
+def test_linear_estimator_with_batched_exps_equals_one_exp_per_bandwidth(kernel, exp_groups):
     f_s, f_t, _, _ = random_inputs(4, n_s=9, n_t=12)
     m = 8
     s0, s1, t0, t1 = f_s[0:m:2], f_s[1:m:2], f_t[0:m:2], f_t[1:m:2]

@@ -4,8 +4,9 @@ A kernel gives the three blocks of the kernel matrix over a source and a target 
 (``blocks``: source–source, target–target, source–target; never the (N, N) joint matrix, whose
 cross block would be computed twice) and the values on paired rows (``rowwise``, for the
 linear-time estimator). Distance-based kernels compute one squared-distance matrix per block
-and evaluate every bandwidth of the bank in one batched ``exp`` over a (bandwidths, n, m)
-tensor; no (n, m, d) tensor is ever built.
+and evaluate the bandwidths of the bank in one batched ``exp`` over a (bandwidths, n, m)
+stack, split into cache-sized groups when the stack is large (``BATCH_ELEMENTS``); no
+(n, m, d) tensor is ever built.
 
 Bandwidth heuristics are evaluated on the distances at hand (detached, so the bandwidth is not
 a path for the gradient): the off-diagonal pairs of the joint batch for ``blocks`` (each
@@ -19,11 +20,15 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from dalib.discrepancy.base import cross_sq_dists, pairwise_sq_dists
 from dalib.errors import DalibError
 from dalib.registry import Registry
 
 KERNELS: Registry[Kernel] = Registry("kernel")
+#: Largest stack of bandwidths × pairs that one ``exp`` evaluates (512 KiB of float32, about a
+#: core's L2 cache). Batching the bank saves per-operation overhead on small blocks, but a
+#: stack that leaves the cache is slower than one ``exp`` per bandwidth: 1.6x for 5 and 3.3x
+#: for 33 bandwidths at 512 × 512 (benchmarks/results/kernel_bank_exp.md).
+BATCH_ELEMENTS = 2**17
 Heuristic = Literal["mean", "median"]
 
 
@@ -81,31 +86,22 @@ class _BandwidthBank(Kernel):
         """The scale of each fixed bandwidth."""
         raise NotImplementedError
 
-    def _scales(self, base: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """The bank's scales as a (K, 1, ..., 1) tensor that broadcasts against ``like``."""
+    def _negative_scales(self, base: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Minus the bank's scales, as a (K, 1, ..., 1) tensor that broadcasts over ``like``."""
         shape = (-1,) + (1,) * like.dim()
         if self.sigmas is not None:
-            fixed = self.fixed_scales(self.sigmas)
+            fixed = [-s for s in self.fixed_scales(self.sigmas)]
             return torch.tensor(fixed, dtype=like.dtype, device=like.device).view(shape)
         multipliers = torch.tensor(self.multipliers, dtype=like.dtype, device=like.device)
-        return (base.clamp_min(torch.finfo(like.dtype).tiny) * multipliers).view(shape)
-
-    @staticmethod
-    def _bank(r: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-        """``Σ_s exp(-r / s)``: one ``exp`` over the (K, *r.shape) stack of every scale."""
-        return torch.exp(r / -scales).sum(dim=0)
+        return (base.clamp_min(torch.finfo(like.dtype).tiny) * -multipliers).view(shape)
 
     def blocks(self, x_s: torch.Tensor, x_t: torch.Tensor) -> Blocks:
-        # The expansion ‖a‖² + ‖b‖² - 2a·b leaves a round-off of order eps·‖x_i‖² on the
-        # diagonal, which the Laplacian's square root magnifies to √eps·‖x_i‖ (a 1e-3 relative
-        # error of float32 MMD on offset features); a self-distance is exactly zero.
-        r_ss, r_tt = (self.statistic(_self_sq_dists(x)) for x in (x_s, x_t))
-        r_st = self.statistic(cross_sq_dists(x_s, x_t))
+        r = Blocks(*(self.statistic(sq) for sq in sq_dist_blocks(x_s, x_t)))
         base = None
         if self.sigmas is None:
-            base = self._joint_heuristic(r_ss.detach(), r_tt.detach(), r_st.detach())
-        scales = self._scales(base, r_st)
-        return Blocks(self._bank(r_ss, scales), self._bank(r_tt, scales), self._bank(r_st, scales))
+            base = self._joint_heuristic(*(block.detach() for block in r))
+        scales = self._negative_scales(base, r.st)
+        return Blocks(*(bank_sum(block, scales) for block in r))
 
     def _joint_heuristic(
         self, r_ss: torch.Tensor, r_tt: torch.Tensor, r_st: torch.Tensor
@@ -124,17 +120,41 @@ class _BandwidthBank(Kernel):
         base = None
         if self.sigmas is None:
             base = pairs.mean() if self.heuristic == "mean" else pairs.median()
-        return self._bank(r, self._scales(base, r))
+        return bank_sum(r, self._negative_scales(base, r))
+
+
+def bank_sum(r: torch.Tensor, negative_scales: torch.Tensor) -> torch.Tensor:
+    """``Σ_s exp(-r / s)`` for ``negative_scales`` = −s as (K, 1, ..., 1): one ``exp`` over the
+    (K, *r.shape) stack of every scale, in groups of scales whose stack has at most
+    ``BATCH_ELEMENTS`` entries."""
+    total = None
+    for group in negative_scales.split(max(1, BATCH_ELEMENTS // r.numel())):
+        part = torch.exp(r / group).sum(dim=0) if len(group) > 1 else torch.exp(r / group[0])
+        total = part if total is None else total + part
+    return total
 
 
 def _eye(square: torch.Tensor) -> torch.Tensor:
     return torch.eye(square.shape[0], dtype=torch.bool, device=square.device)
 
 
-def _self_sq_dists(x: torch.Tensor) -> torch.Tensor:
-    """Squared distances within one batch, with an exactly zero diagonal."""
-    sq = pairwise_sq_dists(x)
-    return sq.masked_fill(_eye(sq), 0.0)
+def sq_dist_blocks(x_s: torch.Tensor, x_t: torch.Tensor) -> Blocks:
+    """Squared Euclidean distances in three blocks, ``‖a‖² + ‖b‖² − 2a·b`` clamped at zero.
+
+    The squared norms are read off the diagonals of the two Gram matrices, so no separate
+    norm is computed and every self-distance is exactly zero (``(g + g) − 2g``): the round-off
+    of order eps·‖x‖² that the expansion otherwise leaves on the diagonal would be magnified
+    by the Laplacian's square root to √eps·‖x‖ (a 1e-3 relative error of float32 MMD on
+    offset features).
+    """
+    g_ss, g_tt, g_st = x_s @ x_s.T, x_t @ x_t.T, x_s @ x_t.T
+    norms_s, norms_t = g_ss.diagonal(), g_tt.diagonal()
+
+    def expand(a: torch.Tensor, b: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        return torch.sub(a[:, None] + b[None, :], gram, alpha=2.0).clamp_min(0.0)
+
+    return Blocks(expand(norms_s, norms_s, g_ss), expand(norms_t, norms_t, g_tt),
+                  expand(norms_s, norms_t, g_st))  # fmt: skip
 
 
 @KERNELS.register("gaussian")
