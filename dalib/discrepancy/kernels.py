@@ -26,7 +26,7 @@ from dalib.registry import Registry
 KERNELS: Registry[Kernel] = Registry("kernel")
 #: Largest stack of bandwidths × pairs that one ``exp`` evaluates (512 KiB of float32, about a
 #: core's L2 cache). Batching the bank saves per-operation overhead on small blocks, but a
-#: stack that leaves the cache is slower than one ``exp`` per bandwidth: 1.6x for 5 and 3.3x
+#: stack that leaves the cache is slower than one ``exp`` per bandwidth: 1.4x for 5 and 3.5x
 #: for 33 bandwidths at 512 × 512 (benchmarks/results/kernel_bank_exp.md).
 BATCH_ELEMENTS = 2**17
 Heuristic = Literal["mean", "median"]
