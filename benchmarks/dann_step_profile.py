@@ -52,8 +52,14 @@ PHASES = {
         "~",
         "<method 'run_backward' of 'torch._C._EngineBase' objects>",
     ),
-    "optimiser update (torch SGD step)": ("torch/optim/sgd.py", "step"),
-    "validation loop (Lightning)": ("pytorch_lightning/loops/evaluation_loop.py", "run"),
+    "optimiser step (SGD step; it runs Lightning's closure: forward, losses, backward)": (
+        "torch/optim/sgd.py",
+        "step",
+    ),
+    "validation loop (Lightning; includes the selection scores)": (
+        "pytorch_lightning/loops/evaluation_loop.py",
+        "run",
+    ),
     "selection scores at each validation (dalib SelectionTracker)": (
         "dalib/selection/tracker.py",
         "on_validation_epoch_end",
