@@ -413,6 +413,7 @@ def main() -> None:
             result["peaks_command"] = (
                 f"python benchmarks/peers.py --peaks-only{' --quick' * args.quick}"
             )
+            result.pop("peaks_note", None)
             (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / f"{stem}.md").write_text(markdown(result))
         return
@@ -487,6 +488,8 @@ def markdown(result: dict) -> str:
         f"({NUM_CLASSES} classes), so its cells have no d.",
         "",
     ]
+    if "peaks_note" in result:
+        lines += [f"No peak memory in this table: {result['peaks_note']}.", ""]
     if result["missing_peers"]:
         lines += [f"Not installed, rows left out: {', '.join(result['missing_peers'])}.", ""]
     lines += [
