@@ -21,11 +21,20 @@ def test_within_run_regret_is_oracle_minus_the_chosen_validation():
     cells = within_runs(runs)["bench"]
     assert set(cells) == {"last", "snd"}  # the oracle is the yardstick, not a contender
     assert cells["last"] == pytest.approx(
-        {"n": 3, "mean": 2.8 / 3, "median": 0.8, "worst": 2.0, "within_1": 2 / 3}
+        {"n": 3, "mean": 2.8 / 3, "median": 0.8, "worst": 2.0, "within_1": 2 / 3, "vs_last_p": 1}
     )
+    # snd against last, run by run: -1.5, +5, -0.8; signed ranks -2, +3, -1 balance (W = 3 of 6):
+    # of the 8 equally likely sign patterns, 5 give W+ <= 3, so the two-sided p is 1 (capped).
     assert cells["snd"] == pytest.approx(
-        {"n": 3, "mean": 5.5 / 3, "median": 0.5, "worst": 5.0, "within_1": 2 / 3}
+        {"n": 3, "mean": 5.5 / 3, "median": 0.5, "worst": 5.0, "within_1": 2 / 3, "vs_last_p": 1}
     )
+
+
+def test_a_score_consistently_better_than_last_has_a_small_paired_p_value():
+    # Eight runs where the score's choice is 1-8 points better than last's: all signs agree, so
+    # the exact two-sided Wilcoxon p-value is 2/2^8.
+    runs = [run(str(i), 60.0, {"last": 50.0 - i, "rv": 51.0}) for i in range(8)]
+    assert within_runs(runs)["bench"]["rv"]["vs_last_p"] == pytest.approx(2 / 2**8)
 
 
 def test_grid_regret_picks_the_best_rated_run_and_ranks_with_spearman():
@@ -77,5 +86,5 @@ def test_report_selection_reads_result_records(tmp_path):
     report.main([str(tmp_path), "--selection"])
     text = (tmp_path / "report.md").read_text()
     assert "### toy: choosing among a run's validations" in text
-    assert "| rv | 2 | 10.00 | 10.00 | 10.0 | 0% | +0.00 |" in text
+    assert "| rv | 2 | 10.00 | 10.00 | 10.0 | 0% | +0.00 (p=1) |" in text
     assert "| rv | 1 | 0.00 | 0.00 | 0.0 | 100% | +1.00 (1) | -5.00 |" in text

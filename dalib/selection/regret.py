@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, wilcoxon
 
 WITHIN = 1.0  # percentage points: a choice this close to the oracle counts as a hit
 RANDOM = "random"
@@ -93,14 +93,32 @@ def summary(regrets: list[float], hits: list[float] | None = None) -> dict[str, 
     }
 
 
+def paired_p(differences: list[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value that paired differences centre on 0 (zeros
+    dropped); 1 where every difference is 0."""
+    if not any(differences):
+        return 1.0
+    return float(wilcoxon(differences, zero_method="wilcox").pvalue)
+
+
 def within_runs(runs: Iterable[RunScores]) -> dict[str, dict[str, dict[str, float | int]]]:
-    """Per benchmark and score: the regret of choosing among a run's validations."""
+    """Per benchmark and score: the regret of choosing among a run's validations, and the
+    Wilcoxon p-value of its run-by-run difference from ``last``'s (``vs_last_p``)."""
     regrets: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    gaps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         for name, acc in run.chosen.items():
             if name != "oracle":
                 regrets[run.benchmark][name].append(run.oracle - acc)
-    return {b: {n: summary(r) for n, r in scores.items()} for b, scores in regrets.items()}
+                gaps[run.benchmark][name].append(run.chosen["last"] - acc)
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for benchmark, scores in regrets.items():
+        out[benchmark] = {}
+        for name, values in scores.items():
+            cell = summary(values)
+            cell["vs_last_p"] = paired_p(gaps[benchmark][name])
+            out[benchmark][name] = cell
+    return out
 
 
 def grids(runs: Iterable[RunScores]) -> dict[tuple[str, str, str, Any], list[RunScores]]:
@@ -164,11 +182,12 @@ def percent(value: float) -> str:
 
 
 def within_table(cells: Mapping[str, Mapping[str, float | int]]) -> list[list[str]]:
-    """Rows: score, runs, mean/median/worst regret, share within 1 point, mean regret − last's."""
+    """Rows: score, runs, mean/median/worst regret, share within 1 point, mean regret − last's
+    (with the paired Wilcoxon p-value)."""
     last = cells.get("last", {}).get("mean", math.nan)
     rows = [["score", "runs", "mean regret", "median", "worst", "within 1 pt", "vs last"]]
     for name, c in sorted(cells.items(), key=lambda item: item[1]["mean"]):
-        vs = "baseline" if name == "last" else f"{c['mean'] - last:+.2f}"
+        vs = "baseline" if name == "last" else f"{c['mean'] - last:+.2f} (p={c['vs_last_p']:.2g})"
         rows.append([name, str(c["n"]), f"{c['mean']:.2f}", f"{c['median']:.2f}",
                      percent(c["worst"]), f"{100 * c['within_1']:.0f}%", vs])  # fmt: skip
     return rows
