@@ -27,12 +27,14 @@ from dalib.selection.regret import (
     across_grids,
     from_published,
     from_result,
+    grids,
     within_runs,
 )
+from dalib.sweep import load_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID_RECORDS = RESULTS / "selection_runs"
-GRID = "office_caltech grid"
+SWEEPS = Path(__file__).resolve().parent / "sweeps" / "selection"
 #: Committed sweeps and how their records are stored: flat entries in percent, or result.json.
 COMMITTED = {"office_caltech": "published", "digits": "published",
              "digits_tll_short": "published", "toy_moons": "result"}  # fmt: skip
@@ -73,7 +75,17 @@ def grid_runs() -> list[RunScores]:
         return []
     records = load_records(GRID_RECORDS)
     swept_params(records, GRID_RECORDS)  # attaches each run's hyper-parameters as _params
-    return [from_result(record, GRID) for record in records]
+    return [from_result(record, f"{record.get('dataset')} grid") for record in records]
+
+
+def grid_sizes(runs: list[RunScores]) -> list[str]:
+    """One line per grid benchmark: how many grids, and how many of their points have run."""
+    sizes: dict[str, list[int]] = {}
+    for (benchmark, *_), group in grids(runs).items():
+        sizes.setdefault(benchmark, []).append(len(group))
+    lines = [f"`{b}`: {len(n)} grids (method, task, seed) of {min(n)}-{max(n)} finished points "
+             f"(8 planned each), {sum(n)} runs." for b, n in sorted(sizes.items())]  # fmt: skip
+    return [*lines, ""]
 
 
 def recommendation(benchmark: str, within: dict, grid: dict | None) -> str:
@@ -118,15 +130,16 @@ def main() -> None:
     runs = committed_runs() + grid_runs()
     higher = {name: score.higher_is_better for name, score in SCORES.items()}
     within, grid = within_runs(runs), across_grids(runs, higher)
-    planned = 4 * 288
-    finished = sum(r.benchmark == GRID for r in runs)
+    planned = sum(len(load_sweep(path)[1]) for path in sorted(SWEEPS.glob("*.yaml")))
+    finished = sum(r.benchmark.endswith(" grid") for r in runs)
     lines = [
         "# Selection regret: which label-free score to trust",
         "",
         f"Produced by `{COMMAND}` (dalib {version()}) from committed records: the sweeps "
         f"{', '.join(f'`benchmarks/results/{n}.json`' for n in COMMITTED)} and the selection "
         f"grids' runs in `benchmarks/results/selection_runs/` ({finished} of the {planned} runs "
-        "that `bash benchmarks/selection_grid.sh` plans; rerunning it resumes them).",
+        "that `bash benchmarks/selection_grid.sh` and `bash benchmarks/selection_grid.sh "
+        "--digits` plan; rerunning them resumes).",
         "",
         "Regret: percentage points of target accuracy below the oracle (which uses target "
         "labels and is only the yardstick). Within a run: the oracle's validation against the "
@@ -140,6 +153,7 @@ def main() -> None:
         f"only where it is lower with p < {SIGNIFICANT}. Each row says how many runs or grids "
         "it rests on.",
         "",
+        *grid_sizes(runs),
         "## Recommendations (from the tables below)",
         "",
         *(f"- {recommendation(b, within[b], grid.get(b))}" for b in sorted(within)),

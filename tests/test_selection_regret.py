@@ -6,6 +6,7 @@ import pytest
 
 from dalib import report
 from dalib.selection.regret import RunScores, across_grids, from_result, within_runs
+from dalib.sweep import Run
 
 
 def run(params: str, oracle: float, chosen: dict, final: dict | None = None, seed: int = 0):
@@ -88,3 +89,11 @@ def test_report_selection_reads_result_records(tmp_path):
     assert "### toy: choosing among a run's validations" in text
     assert "| rv | 2 | 10.00 | 10.00 | 10.0 | 0% | +0.00 (p=1) |" in text
     assert "| rv | 1 | 0.00 | 0.00 | 0.0 | 100% | +1.00 (1) | -5.00 |" in text
+
+
+def test_a_swept_component_names_its_folder_without_braces_or_spaces(tmp_path):
+    config = tmp_path / "dann.yaml"
+    config.write_text("model: {method: dann}\n")
+    params = {"model.lr": 0.003, "model.gamma": {"name": "dann_ramp", "max_value": 0.3}}
+    run_id = Run("dann", config, "A2C", params, 0).run_id
+    assert run_id == "dann/A2C/lr=0.003,gamma=dann_ramp(max_value=0.3)/seed_0"
