@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from dalib.records import RESULT_FILE, SWEEP_FILE, load_records
 from dalib.report import regret_sections, swept_params
@@ -116,6 +118,13 @@ def recommendation(benchmark: str, within: dict, grid: dict | None) -> str:
     return line
 
 
+def no_nan(value: Any) -> Any:
+    """``value`` with every NaN (an undefined Spearman ρ) as ``None``: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def version() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
@@ -164,7 +173,7 @@ def main() -> None:
     (RESULTS / "selection.md").write_text("\n".join(lines) + "\n")
     out = {"command": COMMAND, "version": version(), "grid_runs": finished,
            "grid_runs_planned": planned, "within_runs": within, "across_grids": grid}  # fmt: skip
-    (RESULTS / "selection.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / "selection.json").write_text(json.dumps(no_nan(out), indent=1) + "\n")
     print("\n".join(lines))
 
 
