@@ -111,10 +111,12 @@ def recommendation(benchmark: str, within: dict, grid: dict | None) -> str:
         ranked = {k: v for k, v in grid.items() if k != RANDOM}
         top = min(ranked, key=lambda k: ranked[k]["mean"])
         base = grid[RANDOM]["mean"]
-        verdict = "beats" if ranked[top]["mean"] < base else "does not beat"
+        better = ranked[top]["mean"] < base and ranked[top]["vs_random_p"] < SIGNIFICANT
+        verdict = "beats" if better else "does not significantly beat"
         line += (f" Across hyper-parameter grids ({ranked[top]['n']} grids) the best, `{top}` "
                  f"(regret {ranked[top]['mean']:.2f}, Spearman ρ {ranked[top]['spearman']:+.2f}), "
-                 f"{verdict} a random pick ({base:.2f}).")  # fmt: skip
+                 f"{verdict} a random pick ({base:.2f}; paired Wilcoxon "
+                 f"p={ranked[top]['vs_random_p']:.2g}).")  # fmt: skip
     return line
 
 
@@ -159,7 +161,8 @@ def main() -> None:
         "target accuracy, averaged over the grids where it is defined (their number in "
         "brackets). `vs last`: mean regret minus `last`'s, with the two-sided Wilcoxon "
         "signed-rank p-value of the run-by-run differences; a score is recommended over `last` "
-        f"only where it is lower with p < {SIGNIFICANT}. Each row says how many runs or grids "
+        f"only where it is lower with p < {SIGNIFICANT}; likewise across grids against the random "
+        "pick's expected regret, grid by grid. Each row says how many runs or grids "
         "it rests on.",
         "",
         *grid_sizes(runs),

@@ -59,6 +59,7 @@ def test_grid_regret_picks_the_best_rated_run_and_ranks_with_spearman():
     assert cells["flat"]["spearman_n"] == 0  # a constant score has no rank correlation
     assert cells["random"]["mean"] == pytest.approx(47.0 - 44.0)
     assert cells["random"]["within_1"] == pytest.approx(1 / 4)  # only c is within a point
+    assert cells["up"]["vs_random_p"] == 1.0  # one grid: a single difference proves nothing
 
 
 def test_report_selection_reads_result_records(tmp_path):
@@ -88,7 +89,7 @@ def test_report_selection_reads_result_records(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "### toy: choosing among a run's validations" in text
     assert "| rv | 2 | 10.00 | 10.00 | 10.0 | 0% | +0.00 (p=1) |" in text
-    assert "| rv | 1 | 0.00 | 0.00 | 0.0 | 100% | +1.00 (1) | -5.00 |" in text
+    assert "| rv | 1 | 0.00 | 0.00 | 0.0 | 100% | +1.00 (1) | -5.00 (p=1) |" in text
 
 
 def test_a_swept_component_names_its_folder_without_braces_or_spaces(tmp_path):
@@ -97,3 +98,17 @@ def test_a_swept_component_names_its_folder_without_braces_or_spaces(tmp_path):
     params = {"model.lr": 0.003, "model.gamma": {"name": "dann_ramp", "max_value": 0.3}}
     run_id = Run("dann", config, "A2C", params, 0).run_id
     assert run_id == "dann/A2C/lr=0.003,gamma=dann_ramp(max_value=0.3)/seed_0"
+
+
+def test_a_score_that_always_picks_the_best_run_beats_a_random_pick():
+    # Six grids of two runs, 1-6 points apart; the score rates the better run higher in each,
+    # so it gains (k+1)/2 points on a random pick in grid k: all signs agree, p = 2/2^6.
+    runs = [
+        run(name, 90.0, {}, {"target_acc": acc, "up": acc}, seed=k)
+        for k in range(6)
+        for name, acc in (("low", 40.0), ("high", 41.0 + k))
+    ]
+    cells = across_grids(runs, {"up": True})["bench"]
+    assert cells["up"]["mean"] == 0.0
+    assert cells["random"]["mean"] == pytest.approx(sum((k + 1) / 2 for k in range(6)) / 6)
+    assert cells["up"]["vs_random_p"] == pytest.approx(2 / 2**6)

@@ -149,20 +149,25 @@ def grid_choice(group: list[RunScores], name: str, higher_is_better: bool) -> tu
 def across_grids(
     runs: Iterable[RunScores], higher_is_better: Mapping[str, bool]
 ) -> dict[str, dict[str, dict[str, float | int]]]:
-    """Per benchmark and score (and ``random``): regret of choosing a grid's run, and the mean
-    Spearman ρ with the number of grids where it is defined."""
+    """Per benchmark and score (and ``random``): regret of choosing a grid's run, the mean
+    Spearman ρ with the number of grids where it is defined, and the Wilcoxon p-value of its
+    grid-by-grid difference from a random pick's expected regret (``vs_random_p``)."""
     regrets: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hits: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rhos: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    gaps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for (benchmark, *_), group in grids(runs).items():
         accs = [r.final["target_acc"] for r in group]
-        regrets[benchmark][RANDOM].append(max(accs) - statistics.mean(accs))
+        random_regret = max(accs) - statistics.mean(accs)
+        regrets[benchmark][RANDOM].append(random_regret)
         hits[benchmark][RANDOM].append(statistics.mean(max(accs) - a <= WITHIN for a in accs))
+        gaps[benchmark][RANDOM].append(0.0)
         for name, higher in higher_is_better.items():
             regret, rho = grid_choice(group, name, higher)
             if not math.isnan(regret):
                 regrets[benchmark][name].append(regret)
                 hits[benchmark][name].append(float(regret <= WITHIN + 1e-9))
+                gaps[benchmark][name].append(random_regret - regret)
             if not math.isnan(rho):
                 rhos[benchmark][name].append(rho)
     out: dict[str, dict[str, dict[str, float | int]]] = {}
@@ -173,6 +178,7 @@ def across_grids(
             found = rhos[benchmark].get(name, [])
             cell["spearman"] = statistics.mean(found) if found else math.nan
             cell["spearman_n"] = len(found)
+            cell["vs_random_p"] = paired_p(gaps[benchmark][name])
             out[benchmark][name] = cell
     return out
 
@@ -200,7 +206,7 @@ def grid_table(cells: Mapping[str, Mapping[str, float | int]]) -> list[list[str]
              "mean Spearman ρ (grids)", "vs random"]]  # fmt: skip
     for name, c in sorted(cells.items(), key=lambda item: item[1]["mean"]):
         rho = f"{c['spearman']:+.2f} ({c['spearman_n']})" if c.get("spearman_n") else ""
-        vs = "baseline" if name == RANDOM else f"{c['mean'] - base:+.2f}"
+        vs = "baseline" if name == RANDOM else f"{c['mean'] - base:+.2f} (p={c['vs_random_p']:.2g})"
         rows.append([name, str(c["n"]), f"{c['mean']:.2f}", f"{c['median']:.2f}",
                      percent(c["worst"]), f"{100 * c['within_1']:.0f}%", rho, vs])  # fmt: skip
     return rows
