@@ -22,7 +22,6 @@ from typing import Any
 
 from dalib.records import RESULT_FILE, SWEEP_FILE, load_records
 from dalib.report import regret_sections, swept_params
-from dalib.selection import SCORES
 from dalib.selection.regret import (
     RANDOM,
     RunScores,
@@ -32,6 +31,7 @@ from dalib.selection.regret import (
     grids,
     within_runs,
 )
+from dalib.selection.scores import tracked_scores
 from dalib.sweep import load_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,7 +139,7 @@ def main() -> None:
     if args.collect:
         collect(args.collect)
     runs = committed_runs() + grid_runs()
-    higher = {name: score.higher_is_better for name, score in SCORES.items()}
+    higher = {name: score.higher_is_better for name, score in tracked_scores().items()}
     within, grid = within_runs(runs), across_grids(runs, higher)
     planned = sum(len(load_sweep(path)[1]) for path in sorted(SWEEPS.glob("*.yaml")))
     finished = sum(r.benchmark.endswith(" grid") for r in runs)

@@ -1,7 +1,8 @@
 """dalib: domain adaptation as one objective, ``L = L_s + λ·L_t + γ·D(h(X_s), h(X_t))``.
 
 The names below load on first use (PEP 562), so that ``import dalib.<module>`` and the ``dalib``
-command pay only for the modules they use.
+command pay only for the modules they use. ``dalib.__version__`` is the installed distribution's
+version (``dalib-lightning``: ``dalib`` on the package index is another project).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from dalib.module import DomainAdaptationModule
     from dalib.schedules import SCHEDULES
     from dalib.target_losses import TARGET_LOSSES
+
+#: The distribution that installs the import package ``dalib``.
+DISTRIBUTION = "dalib-lightning"
+#: ``__version__`` where dalib is imported from a source tree that is not installed.
+UNKNOWN_VERSION = "0+unknown"
 
 #: Each public name and the module that defines it.
 EXPORTS = {
@@ -37,10 +43,15 @@ __all__ = [
     "Discrepancy",
     "DomainAdaptationModule",
     "DomainDataModule",
+    "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = installed_version()
+        globals()[name] = value
+        return value
     if name not in EXPORTS:
         raise AttributeError(f"module 'dalib' has no attribute {name!r}")
     value = getattr(importlib.import_module(EXPORTS[name]), name)
@@ -49,4 +60,14 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *EXPORTS})
+    return sorted({*globals(), *EXPORTS, "__version__"})
+
+
+def installed_version() -> str:
+    """The version pip recorded for ``DISTRIBUTION`` (from its git tag), or ``UNKNOWN_VERSION``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return UNKNOWN_VERSION

@@ -22,6 +22,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.utilities import rank_zero_only
 
 from dalib import run_history
+from dalib.calibration import gamma_record
+from dalib.catalogue import names_help
+from dalib.collapse import CollapseGuard
 from dalib.commands import COMMANDS, LIGHTNING_COMMANDS, command_parser
 from dalib.console import fail, quiet_lightning
 from dalib.errors import DalibError
@@ -115,7 +118,8 @@ class DalibCLI(LightningCLI):
         resume = resume_target(self.config.fit.ckpt_path, run_root, config)
         if resume is None:
             return  # Lightning's own handling: `last` of another logger layout, or a new run
-        init_args.version = resume.run_dir.name
+        if resume.run_dir.resolve() != run_root.resolve():  # else: save_dir/name is the run
+            init_args.version = resume.run_dir.name
         self.config.fit.ckpt_path = str(resume.checkpoint)
         if rank_zero_only.rank == 0:
             run_history.set_aside(resume.run_dir, resume.global_step)
@@ -152,6 +156,8 @@ class DalibCLI(LightningCLI):
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
                 "resumed_from": callback_of(self.trainer, RandomStates).resumed_from,
+                "collapse": callback_of(self.trainer, CollapseGuard).record(),
+                "gamma_calibration": gamma_record(self.model.objective),
             },
         )
 
@@ -183,6 +189,7 @@ class DalibCLI(LightningCLI):
             "method": self.model.method,
             "dataset": self.datamodule.benchmark,
             "task": self.datamodule.task,
+            **self.datamodule.record(),  # where source_val_acc and target_acc come from
             "seed": self.config[self.subcommand].seed_everything,
             "reference": self.config[self.subcommand].get("reference"),
             **fields,
@@ -316,6 +323,7 @@ def run_lightning(arguments: list[str]) -> None:
             parser_kwargs={
                 "description": command_parser().description,
                 **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+                "fit": {"description": f"{COMMANDS['fit']}. {names_help()}"},
             },
         )
     finally:

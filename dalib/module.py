@@ -14,6 +14,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dalib.calibration import calibrate_gamma
+from dalib.collapse import (
+    ADAPTATION_REMEDY,
+    SOURCE_ONLY_REMEDY,
+    CollapseGuard,
+    OnCollapse,
+    check_on_collapse,
+)
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
 from dalib.network import Network
@@ -21,7 +29,8 @@ from dalib.objective import Batch, Objective, ScheduleSpec
 from dalib.optim import Optimization
 from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
-from dalib.selection import SCORES, SELECTIONS, SelectionTracker
+from dalib.selection import SelectionTracker
+from dalib.selection.scores import check_selection, tracked_scores
 from dalib.step_stats import StepStats
 from dalib.train_accuracy import TrainingAccuracy
 
@@ -53,6 +62,8 @@ class DomainAdaptationModule(pl.LightningModule):
     with the position in the epoch's data, so that a run killed inside a long epoch resumes from
     there exactly (``dalib.resume``); by default only at every validation. ``FiniteGuard`` stops
     training at a non-finite loss and refuses checkpoints of non-finite weights.
+    ``on_collapse``: ``stop`` (default) ends the run with one line when the features or the
+    predictions collapse, ``warn`` warns and records it in ``result.json`` (``dalib.collapse``).
     """
 
     def __init__(
@@ -84,12 +95,33 @@ class DomainAdaptationModule(pl.LightningModule):
         l2_sp: float = 0.0,
         unshared: float | None = None,
         distillation: Mapping[str, Any] | None = None,
+        reversal: ScheduleSpec = 1.0,
+        bottleneck_options: Mapping[str, Any] | None = None,
+        head_options: Mapping[str, Any] | None = None,
+        on_collapse: OnCollapse = "stop",
     ) -> None:
+        """The network, its objective and its optimisation (``dalib fit --help`` shows these).
+
+        Args:
+            backbone: the feature extractor: a name, or {name: NAME, OPTION: VALUE}; `dalib
+                list backbones` names them, `dalib list backbones NAME` shows one's options.
+            discrepancy: the measure D between source and target features: a name, or {name:
+                NAME, OPTION: VALUE}, or null for none; `dalib list discrepancies [NAME]`.
+            gamma: γ(p), the weight of D: a number, or a schedule {name: NAME, OPTION: VALUE}
+                over the training progress p; `dalib list schedules [NAME]`.
+            target_loss: L_t on the target batch: a name, or {name: NAME, OPTION: VALUE}, or
+                null for none; `dalib list target_losses [NAME]`.
+            lambda_t: λ(p), the weight of L_t: a number or a schedule; `dalib list schedules`.
+            selection: the checkpoint kept as best: a label-free score (`dalib list
+                selection_scores`), last (the final model) or oracle (uses target labels).
+            selection_fallback: the choice used when the selection score cannot be computed.
+        """
         super().__init__()
         self.save_hyperparameters()
+        check_on_collapse(on_collapse)
         for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
-            if value is not None and value not in SELECTIONS:
-                raise DalibError(f"unknown {key} {value!r}; choose one of: {', '.join(SELECTIONS)}")
+            if value is not None:
+                check_selection(value, key)
         if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
             raise DalibError(
                 f"checkpoint_every_n_steps must be >= 1 (or null), got {checkpoint_every_n_steps}"
@@ -99,11 +131,12 @@ class DomainAdaptationModule(pl.LightningModule):
             dict(lr_mults or {}), layer_lr_decay, l2_sp,
         )  # fmt: skip
         self.network = Network(
-            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None
-        )
+            num_classes, input_shape, backbone, bottleneck_dim, unshared=unshared is not None,
+            bottleneck_options=bottleneck_options, head_options=head_options,
+        )  # fmt: skip
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation,
+            unshared or 0.0, distillation, reversal,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
@@ -132,10 +165,11 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def start(self) -> None:
         """The start of a run from scratch: ``init_from``'s weights, then the objective's
-        (L2-SP's θ₀, the distillation teacher)."""
+        (L2-SP's θ₀, the distillation teacher), then a calibrated γ's measurement."""
         if self.hparams.init_from is not None:
             self.network.load_parts(self.hparams.init_from, self.hparams.init_modules)
         self.objective.start(self.network)
+        calibrate_gamma(self.objective, self.network, lambda: self.trainer)
         self.started = True
 
     def on_fit_start(self) -> None:
@@ -204,14 +238,24 @@ class DomainAdaptationModule(pl.LightningModule):
         latest state whether or not the selection score improved. No checkpoints with
         ``Trainer(enable_checkpointing=False)``.
         """
-        callbacks: list[Callback] = [SelectionTracker(), RandomStates(), StepStats(), FiniteGuard()]
+        selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
+        scores = tracked_scores(selection, self.hparams.selection_fallback)
+        callbacks: list[Callback] = [
+            SelectionTracker(scores),
+            RandomStates(),
+            StepStats(),
+            FiniteGuard(),
+            CollapseGuard(
+                self.hparams.on_collapse,
+                ADAPTATION_REMEDY if self.objective.discrepancy is not None else SOURCE_ONLY_REMEDY,
+            ),
+        ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks
-        selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
         if selection != "last":
             oracle = selection == "oracle"
             monitor = "val/target_acc" if oracle else f"select/{selection}"
-            mode = "max" if oracle else SCORES[selection].mode
+            mode = "max" if oracle else scores[selection].mode
             name = f"best-{selection}-{{epoch}}"
             callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, filename=name))
         callbacks.append(ModelCheckpoint(filename="last", enable_version_counter=False))

@@ -1,5 +1,8 @@
 """The network: backbone → optional bottleneck → classifier head, and reading dalib checkpoints.
 
+``bottleneck_options`` and ``head`` (``dalib.models.heads``) add what reference protocols use:
+dropout after the bottleneck, a hidden layer in the head, Gaussian initialisations.
+
 With ``unshared``, the target domain gets its own copy of the backbone (θ_t ≠ θ_s); the bottleneck
 and head stay shared. Parameters are named relative to the network (``backbone.0.weight``,
 ``head.bias``): the names that ``lr_mults``, ``init_modules`` and ``Finetuning`` patterns use.
@@ -16,7 +19,8 @@ import torch
 from torch import nn
 
 from dalib.errors import DalibError
-from dalib.models import BACKBONES, bottleneck
+from dalib.models import BACKBONES, BottleneckOptions, HeadOptions, bottleneck, head
+from dalib.models.heads import as_config, options
 from dalib.registry import Spec, split_spec
 
 PARTS = ("backbone", "bottleneck", "head", "target_backbone")
@@ -26,7 +30,7 @@ WEIGHT_OPTIONS = ("weights", "checkpoint", "pretrained")
 
 
 class Network(nn.Module):
-    """Feature extractor → optional bottleneck (Linear, BatchNorm, ReLU) → linear classifier."""
+    """Feature extractor → optional bottleneck (Linear, BatchNorm, ReLU) → classifier head."""
 
     def __init__(
         self,
@@ -35,26 +39,40 @@ class Network(nn.Module):
         backbone: Spec = "mlp",
         bottleneck_dim: int | None = None,
         unshared: bool = False,
+        bottleneck_options: Mapping[str, Any] | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise DalibError(f"num_classes must be >= 2, got {num_classes}")
+        if bottleneck_dim is not None and bottleneck_dim < 1:
+            raise DalibError(
+                f"bottleneck_dim must be >= 1, got {bottleneck_dim}; null means no bottleneck"
+            )
+        bottleneck_opts = options(BottleneckOptions, bottleneck_options, "bottleneck_options")
+        if bottleneck_dim is None and bottleneck_opts != BottleneckOptions():
+            raise DalibError("bottleneck_options need a bottleneck: set bottleneck_dim")
+        head_opts = options(HeadOptions, head_options, "head_options")
         self.config = {
             "num_classes": num_classes,
             "input_shape": list(input_shape),
             "backbone": backbone,
             "bottleneck_dim": bottleneck_dim,
             "unshared": unshared,
+            "bottleneck_options": as_config(bottleneck_opts),
+            "head_options": as_config(head_opts),
         }
         self.backbone = BACKBONES.build(backbone, input_shape=tuple(input_shape))
         width = self.backbone.out_features
         self.bottleneck = (
-            nn.Identity() if bottleneck_dim is None else bottleneck(width, bottleneck_dim)
+            nn.Identity()
+            if bottleneck_dim is None
+            else bottleneck(width, bottleneck_dim, bottleneck_opts)
         )
         #: the width of the features (the classifier's input) that the discrepancy aligns
         self.out_features = bottleneck_dim or width
         self.num_classes = num_classes
-        self.head = nn.Linear(self.out_features, num_classes)
+        self.head = head(self.out_features, num_classes, head_opts)
         self.target_backbone = copy.deepcopy(self.backbone) if unshared else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +112,8 @@ class Network(nn.Module):
             network = cls.for_weights(
                 {key: hparams[key] for key in ("num_classes", "input_shape", "backbone")}
                 | {"bottleneck_dim": hparams.get("bottleneck_dim")}
+                | {"bottleneck_options": hparams.get("bottleneck_options")}
+                | {"head_options": hparams.get("head_options")}
                 | {"unshared": hparams.get("unshared") is not None}
             )
         except KeyError as error:

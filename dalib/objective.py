@@ -8,7 +8,16 @@
   ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
-- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``);
+  γ may also be calibrated without labels at the start (``{name: balanced, ...}``,
+  ``dalib.calibration``).
+- ``reversal`` ρ(p), for adversarial measures: a number or schedule that scales only the gradient
+  their gradient-reversal layers send back into the features. γ scales the whole term, so the
+  discriminator (critic, adversarial head) trains at γ times its loss and the features get
+  ``-γ·ρ·coeff`` times its gradient. dalib's default ramps γ and keeps ρ = 1 (the discriminator
+  ramps up with the features); the Transfer-Learning-Library keeps γ = 1 and ramps ρ
+  (``WarmStartGradientReverseLayer``, tllib/modules/grl.py:59-77), training the discriminator
+  at full rate from the first step.
 - Transfer terms (``dalib.transfer``): ``l2_sp·½‖θ − θ₀‖²`` between the backbone and its
   starting weights (L2-SP, Li et al., ICML 2018); ``unshared·½‖θ_s − θ_t‖²`` between the source
   backbone and the target's own copy (a network built with ``unshared=True``); ``distillation``,
@@ -37,12 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dalib.calibration import BalancedGamma, make_gamma
 from dalib.discrepancy import DISCREPANCIES
+from dalib.discrepancy.adversarial import GradientReversal
 from dalib.distributed import gather_inputs, mean_over_processes, world_size
 from dalib.errors import DalibError
 from dalib.network import Network
 from dalib.registry import Spec
-from dalib.schedules import make_schedule
+from dalib.schedules import Constant, make_schedule
 from dalib.target_losses import TARGET_LOSSES
 from dalib.transfer.distillation import Distillation
 from dalib.transfer.parameters import Snapshot, half_squared_distance
@@ -88,6 +99,7 @@ class Objective(nn.Module):
         l2_sp: float = 0.0,
         unshared: float = 0.0,
         distillation: Mapping[str, Any] | None = None,
+        reversal: ScheduleSpec = 1.0,
     ) -> None:
         super().__init__()
         for name, value in [("l2_sp", l2_sp), ("unshared", unshared)]:
@@ -100,7 +112,15 @@ class Objective(nn.Module):
                 discrepancy, in_features=network.out_features, num_classes=network.num_classes
             )
         )
-        self.gamma = make_schedule(gamma, "gamma")
+        self.gamma = make_gamma(gamma)  # a schedule, or a rule calibrated at the start
+        if isinstance(self.gamma, BalancedGamma) and self.discrepancy is None:
+            raise DalibError("a calibrated gamma needs a discrepancy; set model.discrepancy")
+        self.reversal = make_schedule(reversal, "reversal")
+        if self.reversal != Constant(1.0) and not self.reversal_layers():
+            raise DalibError(
+                "reversal schedules the gradient reversal of an adversarial discrepancy "
+                "(dann, cdan, mdd, wdgrl); this config has none: remove reversal or use gamma"
+            )
         self.target_loss = (
             None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
         )
@@ -157,6 +177,11 @@ class Objective(nn.Module):
                 loss = loss + weight * terms["target_loss"]
         if self.discrepancy is not None:
             weight = self.gamma(progress)
+            if self.discrepancy.adversarial:
+                scale = self.reversal(progress)
+                for layer in self.reversal_layers():
+                    layer.scale = scale
+                terms["reversal"] = torch.tensor(scale)
             inputs = dict(f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s)
             if self.gathers_discrepancy():
                 inputs = gather_inputs(self.discrepancy, inputs)
@@ -170,6 +195,23 @@ class Objective(nn.Module):
         terms["loss"] = loss
         return terms
 
+    def feature_terms(
+        self, network: Network, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f, L_s, D)`` of one paired batch, ``f`` the source and target features as a leaf
+        that requires grad: what ``dalib.calibration`` differentiates to calibrate γ."""
+        x_s, y_s = batch["source"][:2]
+        x_t = batch["target"][0]
+        f = network.paired_features(x_s, x_t).detach().requires_grad_()
+        f_s, f_t = f.split([len(x_s), len(x_t)])
+        logits_s, logits_t = network.head(f).split([len(x_s), len(x_t)])
+        w_s = self.batch_source_weights(batch)
+        source_loss = weighted_cross_entropy(logits_s, y_s, w_s)
+        discrepancy = self.discrepancy(
+            f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s
+        )
+        return f, source_loss, discrepancy
+
     def transfer_terms(self, network: Network, x_s, x_t, logits_s, logits_t):
         """``(name, weight, value)`` of the parameter-transfer and distillation terms in use."""
         if self.start_weights is not None:
@@ -182,6 +224,12 @@ class Objective(nn.Module):
                 {"source": logits_s, "target": logits_t}, {"source": x_s, "target": x_t}
             )
             yield "distillation", self.distillation.weight, value
+
+    def reversal_layers(self) -> list[GradientReversal]:
+        """The gradient-reversal layers of the discrepancy, which ``reversal`` scales."""
+        if self.discrepancy is None:
+            return []
+        return [m for m in self.discrepancy.modules() if isinstance(m, GradientReversal)]
 
     def gathers_discrepancy(self) -> bool:
         """Whether ``D`` sees all processes' batches: see ``gather_discrepancy``."""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dalib.errors import DalibError
+from dalib.models import output_layer
 from dalib.network import Network
 from dalib.objective import Objective
 from dalib.schedules import inverse_decay
@@ -90,7 +91,8 @@ class Optimization:
         for name, p in trained_parameters(network, objective):
             key = (self.lr_mult(name, network.backbone), self.weight_decay_of(name))
             groups.setdefault(key, []).append(p)
-        order = sorted(groups, key=lambda key: any(p is network.head.weight for p in groups[key]))
+        logits_weight = output_layer(network.head).weight
+        order = sorted(groups, key=lambda key: any(p is logits_weight for p in groups[key]))
         return [{"params": groups[k], "lr_mult": k[0], "weight_decay": k[1]} for k in order]
 
     def lr_mult(self, name: str, backbone: nn.Module) -> float:

@@ -18,12 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+import dalib
 from dalib.errors import DalibError
 
 RESULT_FILE = "result.json"  # a finished fit's record
 SWEEP_FILE = "sweep.json"  # a sweep's spec and run list, in its output folder
 EMBEDDING_FILE = "embedding.pt"  # the last validation's features, for `dalib report --plots`
-LIBRARIES = ("dalib", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "POT", "numpy")
+LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "POT", "numpy")
 #: Fields every ``result.json`` has, the ones ``dalib report`` tabulates.
 REQUIRED_FIELDS = ("method", "task", "selected_by", "target_acc")
 
@@ -31,8 +32,9 @@ Record = dict[str, Any]
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that decide a run's numbers."""
-    versions = {"python": platform.python_version()}
+    """Versions of Python, dalib (``dalib.__version__``) and the libraries that decide a run's
+    numbers."""
+    versions = {"python": platform.python_version(), "dalib": dalib.__version__}
     for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)

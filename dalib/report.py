@@ -204,12 +204,12 @@ def write_report(root: Path, out: Path, plots: bool = False, selection: bool = F
                   "0: indistinguishable, 2: separable)", ""]  # fmt: skip
         parts.append(markdown(table(measured, varied, "a_distance", scale=1.0)))
     if selection:  # the scores' package loads Lightning: only when asked for
-        from dalib.selection import SCORES
         from dalib.selection.regret import from_result
+        from dalib.selection.scores import tracked_scores
 
         parts += ["", "## Selection regret (percentage points below the oracle, which uses target "
                   "labels; " + f"{REGRET_HOW})"]  # fmt: skip
-        higher = {name: score.higher_is_better for name, score in SCORES.items()}
+        higher = {name: score.higher_is_better for name, score in tracked_scores().items()}
         parts += regret_sections([from_result(r) for r in records], higher)
     if plots:
         from dalib.plots import all_plots  # matplotlib and t-SNE load only when asked for

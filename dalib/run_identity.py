@@ -1,6 +1,7 @@
 """Which run ``dalib fit --ckpt_path`` continues: only an unfinished run of the same config.
 
-A run folder (``save_dir/name/version_N``) holds Lightning's ``config.yaml`` (the resolved
+A run folder (``save_dir/name/version_N``, or ``save_dir/name`` itself with an empty version, as
+``dalib sweep`` lays its runs out) holds Lightning's ``config.yaml`` (the resolved
 config it was started with), its checkpoints, and, once it finished, ``result.json``. A resume
 continues the run in its own folder, so it must be the run the user means: ``last`` takes the
 newest ``last.ckpt`` among the unfinished runs of this config; a checkpoint file given by path
@@ -135,7 +136,8 @@ def resume_target(ckpt_path: str, run_root: Path | None, config: dict[str, Any])
             f"--ckpt_path {ckpt_path}: its run finished ({run / RESULT_FILE}) and a finished run "
             "is never modified; start a new run, or use model.init_from to start from its weights"
         )
-    if run_root is None or run.resolve().parent != run_root.resolve():
+    # the run folder is save_dir/name/version, or save_dir/name itself with version "" (a sweep's)
+    if run_root is None or run_root.resolve() not in (run.resolve(), run.resolve().parent):
         return None  # another config's run: Lightning resumes into a new run folder
     reason = why_not(run, config, checkpoint)
     if reason is not None:

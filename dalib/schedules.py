@@ -15,7 +15,7 @@ from typing import Any
 from dalib.errors import DalibError, check_weight
 from dalib.registry import Registry
 
-SCHEDULES: Registry[Schedule] = Registry("schedule")
+SCHEDULES: Registry[Schedule] = Registry("schedule", "dalib.schedules")
 
 
 class Schedule:

@@ -27,9 +27,11 @@ output folder must then be on a file system every node sees). A run whose config
 ``trainer.devices: N`` (DDP) gets N GPUs, one with ``trainer.accelerator: cpu`` none. Every run
 has its logs, checkpoints and ``result.json`` (which records its ``cuda_visible_devices``) in
 ``<output>/<method>/<task>/<hyper-parameters>/seed_<seed>/``. A run is finished when its
-``result.json`` exists (written atomically, last); rerunning the sweep skips finished runs and
-redoes any other whose folder exists, so an interrupted sweep resumes without losing or
-duplicating a result. Random search draws hyper-parameter ``name`` of sample ``i`` from a
+``result.json`` exists (written atomically, last); rerunning the sweep skips finished runs,
+continues an unfinished one from its ``last.ckpt`` (written at every validation, and every
+``model.checkpoint_every_n_steps`` steps when set) if its method config and overrides are
+unchanged, and redoes any other whose folder exists, so an interrupted sweep resumes without
+losing or duplicating a result. Random search draws hyper-parameter ``name`` of sample ``i`` from a
 generator seeded by ``(seed, i, name)``, so adding a parameter leaves the others' values as
 they were.
 """
@@ -69,6 +71,7 @@ SWEEP_KEYS = {
 }  # fmt: skip
 BACKENDS = ("local", "ray")
 RANDOM_KEYS = {"samples", "seed", "space"}
+INPUTS_FILE = "sweep_inputs.yaml"  # a run's method config and overrides, to resume it only as is
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 
 
@@ -222,11 +225,30 @@ def run_arguments(
 
 
 def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
-    """A fresh folder for ``run`` (a half-written one is removed) and its command line."""
+    """The folder of ``run`` and its command line.
+
+    An unfinished folder whose run wrote ``checkpoints/last.ckpt`` (at a validation, or every
+    ``model.checkpoint_every_n_steps``) from the same method config and overrides resumes from
+    it (``--ckpt_path``: ``dalib.resume`` continues it exactly); any other is removed and the run
+    starts over.
+    """
     run_dir = output / run.run_id
+    overrides, wandb = spec.get("overrides") or {}, spec.get("wandb")
+    inputs = run_inputs(run, overrides)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    stamp = run_dir / INPUTS_FILE
+    if checkpoint.is_file() and stamp.is_file() and stamp.read_text() == inputs:
+        return [*run_arguments(run, run_dir, overrides, wandb), "--ckpt_path", str(checkpoint)]
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    return run_arguments(run, run_dir, spec.get("overrides") or {}, spec.get("wandb"))
+    stamp.write_text(inputs)
+    return run_arguments(run, run_dir, overrides, wandb)
+
+
+def run_inputs(run: Run, overrides: Mapping[str, Any]) -> str:
+    """What decides a run's numbers, as text: its method config and every override."""
+    settings = {**overrides, **run.overrides, **run.params, "seed": run.seed}
+    return run.config.read_text() + "\n# sweep settings\n" + yaml.safe_dump(settings)
 
 
 def trainer_settings(run: Run, overrides: Mapping[str, Any]) -> dict[str, Any]:

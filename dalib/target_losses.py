@@ -15,7 +15,7 @@ from dalib.registry import Registry
 
 UNLABELLED = -1
 
-TARGET_LOSSES: Registry[TargetLoss] = Registry("target loss")
+TARGET_LOSSES: Registry[TargetLoss] = Registry("target loss", "dalib.target_losses")
 
 
 class TargetLoss:

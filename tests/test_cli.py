@@ -112,7 +112,7 @@ def _fails_with_one_line(capsys, args, tmp_path) -> str:
         ("--model.gamma=nan", "gamma must be a finite number >= 0"),
         ("--data.dataset=mons", "did you mean 'moons'"),
         ("--model.discrepancy={name: dann, hiden: 3}", "unknown option 'hiden'"),
-        ("--model.selection=best", "unknown selection 'best'; choose one of: source_acc"),
+        ("--model.selection=best", "unknown selection 'best'; choose one of: last, oracle, dev"),
     ],
 )
 def test_bad_input_stops_with_one_clear_line(capsys, tmp_path, override, message):

@@ -52,7 +52,7 @@ def test_rv_equals_a_reverse_classifier_fitted_independently():
     theta = logistic_regression((target - mean) / std, pseudo, classes)
     w, b = theta[: d * classes].reshape(d, classes), theta[d * classes :]
     expected = (((source - mean) / std @ w + b).argmax(1) == source_labels).mean()
-    got = SCORES["rv"].compute(outputs(source_labels, source, target_logits, target))
+    got = SCORES.build("rv").compute(outputs(source_labels, source, target_logits, target))
     assert 0.2 < expected < 0.95  # a case where the reverse classifier is neither perfect nor void
     assert got == pytest.approx(expected, abs=1e-12)
 
@@ -63,8 +63,8 @@ def test_rv_scores_a_known_reverse_rule():
     target = np.linspace(-3, 3, 40)[:, None]
     target_logits = np.hstack([-target, target])  # class 1 where x > 0
     source, source_labels = np.array([[-2.0], [-1.5], [2.0], [2.5]]), np.array([0, 0, 0, 1])
-    assert SCORES["rv"].compute(outputs(source_labels, source, target_logits, target)) == 0.75
-    assert SCORES["rv"].higher_is_better
+    assert SCORES.build("rv").compute(outputs(source_labels, source, target_logits, target)) == 0.75
+    assert SCORES.build("rv").higher_is_better
 
 
 def test_a_collapsed_model_gets_the_source_frequency_of_its_one_class():
@@ -72,7 +72,7 @@ def test_a_collapsed_model_gets_the_source_frequency_of_its_one_class():
     target = rng.normal(size=(30, 2))
     target_logits = np.tile([0.0, 5.0, 0.0], (30, 1))  # every target sample predicted class 1
     source_labels = np.array([1, 0, 2, 2, 1, 0, 0, 2])
-    got = SCORES["rv"].compute(
+    got = SCORES.build("rv").compute(
         outputs(source_labels, rng.normal(size=(8, 2)), target_logits, target)
     )
     assert got == 2 / 8

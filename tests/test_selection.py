@@ -43,8 +43,10 @@ def test_entropy_and_source_accuracy_equal_direct_computations():
     labels = rng.integers(0, 3, 20)
     out = outputs(s_logits, labels, rng.normal(size=(20, 2)), t_logits, rng.normal(size=(30, 2)))
     p = softmax(t_logits, axis=1)
-    assert SCORES["entropy"].compute(out) == pytest.approx(-(p * np.log(p)).sum(1).mean())
-    assert SCORES["source_acc"].compute(out) == pytest.approx((s_logits.argmax(1) == labels).mean())
+    assert SCORES.build("entropy").compute(out) == pytest.approx(-(p * np.log(p)).sum(1).mean())
+    assert SCORES.build("source_acc").compute(out) == pytest.approx(
+        (s_logits.argmax(1) == labels).mean()
+    )
 
 
 def test_dev_is_iwcv_with_its_control_variate():
@@ -56,8 +58,8 @@ def test_dev_is_iwcv_with_its_control_variate():
     losses = -np.log(softmax(s_logits, axis=1)[np.arange(50), labels])
     weighted = w * losses
     eta = -np.cov(weighted, w)[0, 1] / np.var(w, ddof=1)
-    assert SCORES["iwcv"].compute(out) == pytest.approx(weighted.mean())
-    assert SCORES["dev"].compute(out) == pytest.approx(weighted.mean() + eta * w.mean() - eta)
+    assert SCORES.build("iwcv").compute(out) == pytest.approx(weighted.mean())
+    assert SCORES.build("dev").compute(out) == pytest.approx(weighted.mean() + eta * w.mean() - eta)
 
 
 def test_domain_classifier_recovers_a_known_density_ratio():
@@ -96,10 +98,10 @@ def shifted_problem():
 def test_importance_weighting_prefers_the_model_that_is_right_on_the_target():
     cases, target_acc = shifted_problem()
     assert target_acc["good"] == 1.0 and target_acc["source"] < 0.01
-    acc = {name: SCORES["source_acc"].compute(out) for name, out in cases.items()}
+    acc = {name: SCORES.build("source_acc").compute(out) for name, out in cases.items()}
     assert acc["source"] > acc["good"], "source accuracy is blind to the shift"
     for score in ("iwcv", "dev"):
-        risk = {name: SCORES[score].compute(out) for name, out in cases.items()}
+        risk = {name: SCORES.build(score).compute(out) for name, out in cases.items()}
         assert risk["good"] < risk["source"], (score, risk)
 
 
@@ -113,8 +115,8 @@ def test_documented_failure_entropy_and_snd_prefer_a_collapsed_model():
         name: outputs(logits[:10], labels[:10], feats, logits, feats)
         for name, logits in (("good", good), ("collapsed", collapsed))
     }
-    entropy = {k: SCORES["entropy"].compute(v) for k, v in scores.items()}
-    snd = {k: SCORES["snd"].compute(v) for k, v in scores.items()}
+    entropy = {k: SCORES.build("entropy").compute(v) for k, v in scores.items()}
+    snd = {k: SCORES.build("snd").compute(v) for k, v in scores.items()}
     assert entropy["collapsed"] < entropy["good"]  # lower entropy: preferred
     assert snd["collapsed"] > snd["good"]  # higher SND: preferred
     assert snd["collapsed"] == pytest.approx(np.log(399))
@@ -133,7 +135,7 @@ def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
                "--model.selection=snd"], tmp_path / "fit")  # fmt: skip
     record = only_result(tmp_path / "fit")
     assert record["selected_by"] == "snd"
-    assert set(record["selections"]) == {*SCORES, "last", "oracle"}
+    assert set(record["selections"]) == {*SCORES.entries(plugins=False), "last", "oracle"}
     assert record["target_acc"] == record["selections"]["snd"]["target_acc"]
     assert record["oracle_target_acc"] == max(
         c["target_acc"] for c in record["selections"].values()
@@ -144,8 +146,8 @@ def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
     assert [entry["epoch"] for entry in history] == list(range(6))
     for name, choice in record["selections"].items():
         assert choice["target_acc"] == history[choice["epoch"]]["target_acc"]
-        if name in SCORES:
-            pick = max if SCORES[name].higher_is_better else min
+        if name in SCORES.names():
+            pick = max if SCORES.build(name).higher_is_better else min
             assert history[choice["epoch"]][name] == pick(entry[name] for entry in history)
     ckpt = record["selected_checkpoint"]
     assert f"epoch={record['selected_epoch']}" in ckpt

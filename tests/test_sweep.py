@@ -14,7 +14,7 @@ import yaml
 from dalib.cli import main
 from dalib.errors import DalibError
 from dalib.report import write_report
-from dalib.sweep import load_sweep, run_sweep
+from dalib.sweep import load_sweep, prepare, run_sweep
 from tests.conftest import REPO, TOY
 
 TIMING = {
@@ -27,6 +27,7 @@ TIMING = {
     "config",
     "versions",
     "selected_checkpoint",
+    "resumed_from",  # a run the killed sweep left with a checkpoint continues from it
 }
 
 
@@ -152,6 +153,53 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path):
     report = write_report(tmp_path / "cut", tmp_path / "report")
     assert "| mmd | " in report and "| source_only | " in report
     assert (tmp_path / "report" / "report.csv").read_text().count("\n") == 6
+
+
+def test_an_unfinished_run_with_a_checkpoint_resumes_only_with_the_same_inputs(tmp_path):
+    path = sweep_file(tmp_path, methods=[str(TOY / "dann.yaml")], seeds=[0])
+    spec, (run,) = load_sweep(path)
+    output = tmp_path / "out"
+    assert "--ckpt_path" not in prepare(run, output, spec)  # a new run
+    run_dir = output / run.run_id
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"step 10")
+    (run_dir / "metrics.csv").write_text("step\n")
+    resumed = prepare(run, output, spec)
+    assert resumed[-2:] == ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    assert (run_dir / "metrics.csv").is_file()  # kept: the resumed run continues its history
+    changed = {**spec, "overrides": {"model.lr": 0.5}}
+    assert "--ckpt_path" not in prepare(run, output, changed)  # other numbers: start over
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_after_a_step_checkpoint_continues_the_run_exactly(tmp_path):
+    spec = {
+        "methods": [str(TOY / "dann.yaml")],
+        "overrides": {
+            "trainer.max_epochs": 1, "data.iterations_per_epoch": 60,
+            "model.checkpoint_every_n_steps": 7,
+        },
+    }  # fmt: skip
+    whole = sweep_file(tmp_path, "whole.yaml", output=str(tmp_path / "whole"), **spec)
+    cut = sweep_file(tmp_path, "cut.yaml", output=str(tmp_path / "cut"), **spec)
+    assert start_sweep(whole).wait(timeout=300) == 0
+    process = start_sweep(cut)
+    last = (
+        tmp_path / "cut" / "dann" / "default" / "default" / "seed_0" / "checkpoints" / "last.ckpt"
+    )
+    deadline = time.time() + 240
+    while not last.is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.is_file() and not list((tmp_path / "cut").rglob("result.json"))
+    resumed = start_sweep(cut)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "cut").rglob("result.json")]
+    assert record["resumed_from"] and record["resumed_from"][0]["global_step"] % 7 == 0
+    assert records(tmp_path / "cut") == records(tmp_path / "whole")
 
 
 def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):

@@ -22,7 +22,7 @@ def test_callback_weights_reach_the_loss_and_the_discrepancy(tmp_path):
         num_classes=2, input_shape=(2,), bottleneck_dim=8, discrepancy={"name": "mmd"}
     )
     data = DomainDataModule(iterations_per_epoch=2)
-    quiet_fit(module, data, [ImportanceWeighting("ulsif", options={"alpha": 1.0})], max_epochs=1)
+    quiet_fit(module, data, [ImportanceWeighting({"name": "ulsif", "alpha": 1.0})], max_epochs=1)
     w_all = module.objective.source_weights
     assert w_all is not None and len(w_all) == len(data.splits["source_train"])
     assert w_all.std() > 0.05  # rotated moons: the weights are not uniform

@@ -34,16 +34,19 @@ class GradientReversal(nn.Module):
     """Identity forward; multiplies the gradient by ``-coeff`` backward (Ganin & Lempitsky 2015).
 
     One backward pass then trains the discriminator to separate the domains and the feature
-    extractor to confuse it. The schedule of the adversarial weight lives in the module's γ(t),
-    not here, so ``coeff`` is a constant.
+    extractor to confuse it. ``coeff`` is the measure's constant; ``scale`` is the value of the
+    objective's ``reversal`` schedule ρ(p), which it sets before every step (1 unless a config
+    sets one), so the features receive ``-coeff·scale`` times the gradient. The schedule is not
+    held here: it is evaluated at the training progress, so a resumed run continues exactly.
     """
 
     def __init__(self, coeff: float = 1.0) -> None:
         super().__init__()
         self.coeff = coeff
+        self.scale = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ReverseGradient.apply(x, self.coeff)
+        return _ReverseGradient.apply(x, self.coeff * self.scale)
 
 
 class DomainDiscriminator(nn.Sequential):

@@ -20,7 +20,7 @@ from dalib.discrepancy.base import pairwise_sq_dists
 from dalib.errors import DalibError
 from dalib.registry import Registry
 
-KERNELS: Registry[Kernel] = Registry("kernel")
+KERNELS: Registry[Kernel] = Registry("kernel", "dalib.kernels")
 Heuristic = Literal["mean", "median"]
 
 

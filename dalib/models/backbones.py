@@ -18,7 +18,7 @@ from torch import nn
 from dalib.errors import DalibError
 from dalib.registry import Registry
 
-BACKBONES: Registry[nn.Module] = Registry("backbone")
+BACKBONES: Registry[nn.Module] = Registry("backbone", "dalib.backbones")
 #: Batch-norm layers (torch's common base class of these is private).
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 

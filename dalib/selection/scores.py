@@ -2,7 +2,8 @@
 
 Each score takes what one validation pass produced: source validation logits and labels (the
 held-out split of the labelled source data), target logits (unlabelled target samples), and the
-features of both. A score is maximised or minimised as its entry in ``SCORES`` says.
+features of both. A score is maximised or minimised as its entry in the ``SCORES`` registry
+says; plugins add scores through the entry-point group ``dalib.selection_scores``.
 
 - ``source_acc``: accuracy on held-out source data. Blind to the shift.
 - ``iwcv``: importance-weighted cross-validation (Sugiyama, Krauledat & Müller, JMLR 2007): the
@@ -41,6 +42,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dalib.errors import DalibError
+from dalib.registry import Registry
 
 SND_TEMPERATURE = 0.05
 
@@ -176,7 +178,11 @@ def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) 
 
 @dataclass(frozen=True)
 class Score:
-    """A selection score: how to compute it and whether larger is better."""
+    """A selection score: how to compute it and whether larger is better.
+
+    The registry ``SCORES`` maps a name to a function (or class) that returns a ``Score``;
+    a plugin's score is such a function too.
+    """
 
     compute: Callable[[EvalOutputs], float]
     higher_is_better: bool
@@ -186,12 +192,63 @@ class Score:
         return "max" if self.higher_is_better else "min"
 
 
-SCORES: dict[str, Score] = {
-    "source_acc": Score(source_accuracy, True),
-    "iwcv": Score(iwcv_risk, False),
-    "dev": Score(dev_risk, False),
-    "entropy": Score(target_entropy, False),
-    "snd": Score(lambda out: soft_neighbourhood_density(out.target_logits), True),
-    "rv": Score(reverse_validation, True),
-}
-SELECTIONS = (*SCORES, "last", "oracle")
+SCORES: Registry[Score] = Registry("selection score", "dalib.selection_scores")
+#: The choices of ``selection`` that are not scores: the last model, the best target accuracy.
+NOT_SCORES = ("last", "oracle")
+
+
+@SCORES.register("source_acc")
+def source_acc() -> Score:
+    """Accuracy on held-out source data (maximised); blind to the shift."""
+    return Score(source_accuracy, higher_is_better=True)
+
+
+@SCORES.register("iwcv")
+def iwcv() -> Score:
+    """Importance-weighted source validation loss (minimised; Sugiyama et al., 2007)."""
+    return Score(iwcv_risk, higher_is_better=False)
+
+
+@SCORES.register("dev")
+def dev() -> Score:
+    """Deep embedded validation: IWCV with a control variate (minimised; You et al., 2019)."""
+    return Score(dev_risk, higher_is_better=False)
+
+
+@SCORES.register("entropy")
+def entropy() -> Score:
+    """Mean entropy of the target predictions (minimised)."""
+    return Score(target_entropy, higher_is_better=False)
+
+
+@SCORES.register("snd")
+def snd() -> Score:
+    """Soft neighbourhood density of the target predictions (maximised; Saito et al., 2021)."""
+    return Score(lambda out: soft_neighbourhood_density(out.target_logits), higher_is_better=True)
+
+
+@SCORES.register("rv")
+def rv() -> Score:
+    """Reverse validation: source held-out accuracy of a classifier fitted to the target
+    pseudo-labels (maximised; Zhong et al., 2010)."""
+    return Score(reverse_validation, higher_is_better=True)
+
+
+def check_selection(name: str, key: str = "selection") -> None:
+    """``name`` must be ``last``, ``oracle`` or a selection score (a plugin's, or a spec)."""
+    if name in NOT_SCORES:
+        return
+    if ":" in name or name in SCORES.names():
+        SCORES.get(name)  # a spec or plugin that cannot be imported says so here
+        return
+    raise DalibError(
+        f"unknown {key} {name!r}; choose one of: {', '.join([*NOT_SCORES, *SCORES.names()])}, "
+        "or a 'package.module:Name' spec"
+    )
+
+
+def tracked_scores(*selected: str | None) -> dict[str, Score]:
+    """dalib's scores and the ``selected`` ones (a plugin's score is computed when selected)."""
+    names = [*SCORES.entries(plugins=False)]
+    names += [name for name in selected if name is not None and name not in (*NOT_SCORES, *names)]
+    return {name: SCORES.build(name) for name in names}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from dalib.distributed import gather_evaluation
 from dalib.errors import DalibError
-from dalib.selection.scores import SCORES, EvalOutputs, proxy_a_distance
+from dalib.selection.scores import EvalOutputs, Score, proxy_a_distance, tracked_scores
 
 # The validation loaders of DomainDataModule, in order.
 SOURCE_VAL, TARGET_TEST, TARGET_UNLABELLED = range(3)
@@ -28,13 +29,15 @@ class SelectionTracker(Callback):
 
     At each validation (not the sanity check) it gathers the model's logits and features on the
     held-out source split, the target test split (whose labels give only the oracle) and the
-    unlabelled target split, computes every score in ``SCORES``, and appends them with the target
+    unlabelled target split, computes every score in ``scores`` (by default dalib's own, see
+    ``tracked_scores``), and appends them with the target
     accuracy to ``history``. ``choices()`` then says, for every score, which validation it prefers
     and that model's target accuracy; ``oracle`` is the best target accuracy, ``last`` the final.
     The history is part of the checkpoint, so a resumed run chooses as an uninterrupted one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scores: Mapping[str, Score] | None = None) -> None:
+        self.scores = dict(tracked_scores() if scores is None else scores)
         self.history: list[dict[str, float]] = []
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.a_distance: float | None = None
@@ -70,12 +73,12 @@ class SelectionTracker(Callback):
             target_logits=self.gathered(TARGET_UNLABELLED, "logits"),
             target_features=self.gathered(TARGET_UNLABELLED, "features"),
         )
-        values = {name: self.score(name, out) for name in SCORES}
+        values = {name: self.score(name, out) for name in self.scores}
         test_logits = self.gathered(TARGET_TEST, "logits")
         values["target_acc"] = (
             (test_logits.argmax(1) == self.gathered(TARGET_TEST, "labels")).float().mean().item()
         )
-        pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in SCORES})
+        pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in self.scores})
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
         try:
             self.a_distance = proxy_a_distance(out.source_features, out.target_features)
@@ -93,7 +96,7 @@ class SelectionTracker(Callback):
         agree on ties); NaN, with the reason kept in ``unavailable``, where it cannot be computed.
         """
         try:
-            return f32(SCORES[name].compute(out))
+            return f32(self.scores[name].compute(out))
         except DalibError as error:
             if name not in self.unavailable:
                 rank_zero_warn(f"selection score {name!r} cannot be computed: {error}")
@@ -105,7 +108,7 @@ class SelectionTracker(Callback):
         if not self.history:
             return {}
         chosen: dict[str, dict[str, float]] = {}
-        for name, score in SCORES.items():
+        for name, score in self.scores.items():
             entries = [entry for entry in self.history if not math.isnan(entry[name])]
             pick = max if score.higher_is_better else min
             if entries:

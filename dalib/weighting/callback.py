@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dalib.data.datamodule import dataset_labels
 from dalib.errors import DalibError
+from dalib.registry import Spec, split_spec
 from dalib.weighting.density_ratio import ESTIMATORS
 from dalib.weighting.selection import class_weights_from_target
 
@@ -25,31 +26,35 @@ class ImportanceWeighting(pl.Callback):
     target training sets and hand the source weights to the module's objective
     (``source_weights``), which uses them in ``L_s`` and passes them to the discrepancy as ``w_s``.
 
-    ``estimator``: ``classifier``, ``kmm``, ``kliep``, ``ulsif`` or ``None`` (uniform);
-    ``options`` go to its constructor (``alpha``, ``clip``, ``sigma``...). With
+    ``estimator``: a name of the ``ESTIMATORS`` registry (``classifier``, ``kmm``, ``kliep``,
+    ``ulsif``, a plugin's, a ``"package.module:Name"`` spec) or ``{name: ..., **options}`` with
+    its constructor's options (``alpha``, ``clip``, ``sigma``...), or ``None`` (uniform). With
     ``class_weights=True`` (partial domain adaptation, PADA) each source weight is also
     multiplied by its class's weight from the module's mean target predictions.
     Logs ``weights/ess`` (effective sample size as a fraction), ``weights/min``,
     ``weights/median``, ``weights/max``, and a histogram where the logger has
-    ``add_histogram`` (TensorBoard).
+    ``add_histogram`` (TensorBoard). ``options``, where they were before, is refused with a
+    message that shows the new form.
     """
 
     def __init__(
         self,
-        estimator: str | None = "classifier",
+        estimator: Spec | None = "classifier",
         every_n_epochs: int = 1,
         options: dict | None = None,
         class_weights: bool = False,
     ) -> None:
-        if estimator is not None and estimator not in ESTIMATORS:
+        if options is not None:  # the shape before estimators had a registry
+            name = split_spec(estimator or "classifier", "density-ratio estimator")[0]
             raise DalibError(
-                f"unknown weighting estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}"
+                "ImportanceWeighting's options now go inside the estimator: write "
+                f"estimator: {{name: {name}, {', '.join(f'{k}: {v}' for k, v in options.items())}}}"
             )
         if every_n_epochs < 1:
             raise DalibError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if estimator is None and not class_weights:
             raise DalibError("ImportanceWeighting needs an estimator or class_weights: true")
-        self.estimator = None if estimator is None else ESTIMATORS[estimator](**(options or {}))
+        self.estimator = None if estimator is None else ESTIMATORS.build(estimator)
         self.class_weights = class_weights
         self.every_n_epochs = every_n_epochs
 
