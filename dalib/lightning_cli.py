@@ -216,7 +216,8 @@ def selection_record(
     ``target_acc`` is the accuracy of the model that ``selection`` prefers (no target label is
     used unless ``selection`` is ``oracle``); ``oracle_target_acc`` the best target accuracy of
     any validation (an upper bound that uses target labels); ``last_target_acc`` the final one;
-    ``selections`` what every score would have chosen. If ``selection`` could not be computed,
+    ``selections`` what every score would have chosen, ``selection_history`` every validation's
+    scores and target accuracy. If ``selection`` could not be computed,
     ``fallback`` chooses instead and ``selection_fallback_reason`` says why; without a fallback
     the run stops with the reason.
     """
@@ -253,6 +254,7 @@ def selection_record(
             name: {"epoch": entry["epoch"], "target_acc": entry["target_acc"]}
             for name, entry in choices.items()
         },
+        "selection_history": tracker.history_record(),
     }
 
 

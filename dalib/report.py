@@ -16,13 +16,16 @@ import json
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dalib.console import OneLineArgumentParser
 from dalib.errors import DalibError
 from dalib.records import RESULT_FILE, check_writable, row_name, scan_records, sweeps_under
+
+if TYPE_CHECKING:
+    from dalib.selection.regret import RunScores
 
 
 def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
@@ -134,7 +137,30 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(root: Path, out: Path, plots: bool = False) -> str:
+REGRET_HOW = (
+    "within a run: the oracle's validation against the score's; across a grid of runs that "
+    "differ only in hyper-parameters: the best final model against the one the score rates best; "
+    "`last` and `random` are the baselines to beat"
+)
+
+
+def regret_sections(runs: list[RunScores], higher_is_better: Mapping[str, bool]) -> list[str]:
+    """Markdown: per benchmark, the within-run table, then the across-grid one where there are
+    grids."""
+    from dalib.selection.regret import across_grids, grid_table, within_runs, within_table
+
+    parts: list[str] = []
+    grid_cells = across_grids(runs, higher_is_better)
+    for benchmark, cells in sorted(within_runs(runs).items()):
+        parts += ["", f"### {benchmark}: choosing among a run's validations", ""]
+        parts.append(markdown(within_table(cells)))
+        if benchmark in grid_cells:
+            parts += ["", f"### {benchmark}: choosing among a grid's runs (final models)", ""]
+            parts.append(markdown(grid_table(grid_cells[benchmark])))
+    return parts
+
+
+def write_report(root: Path, out: Path, plots: bool = False, selection: bool = False) -> str:
     """Write ``report.md``, ``report.csv`` and ``records.json`` into ``out``; return the text."""
     if not root.is_dir():
         raise DalibError(f"{root} is not a folder of run records")
@@ -177,6 +203,14 @@ def write_report(root: Path, out: Path, plots: bool = False) -> str:
         parts += ["", "## Proxy A-distance between source and target features (last validation; "
                   "0: indistinguishable, 2: separable)", ""]  # fmt: skip
         parts.append(markdown(table(measured, varied, "a_distance", scale=1.0)))
+    if selection:  # the scores' package loads Lightning: only when asked for
+        from dalib.selection.regret import from_result
+        from dalib.selection.scores import tracked_scores
+
+        parts += ["", "## Selection regret (percentage points below the oracle, which uses target "
+                  "labels; " + f"{REGRET_HOW})"]  # fmt: skip
+        higher = {name: score.higher_is_better for name, score in tracked_scores().items()}
+        parts += regret_sections([from_result(r) for r in records], higher)
     if plots:
         from dalib.plots import all_plots  # matplotlib and t-SNE load only when asked for
 
@@ -191,12 +225,16 @@ def write_report(root: Path, out: Path, plots: bool = False) -> str:
 
 
 def main(arguments: Sequence[str]) -> None:
-    """``dalib report <results dir> [--out DIR]``: report.md, report.csv and records.json."""
+    """``dalib report <results dir> [--out DIR] [--plots] [--selection]``: report.md,
+    report.csv and records.json."""
     parser = OneLineArgumentParser(prog="dalib report", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="folder holding run records (result.json)")
     parser.add_argument("--out", type=Path, help="where report.md and report.csv go")
     parser.add_argument(
         "--plots", action="store_true", help="also accuracy vs hyper-parameter, curves, t-SNE"
     )
+    parser.add_argument(
+        "--selection", action="store_true", help="also each selection score's regret"
+    )
     args = parser.parse_args(arguments)
-    print(write_report(args.results, args.out or args.results, args.plots))
+    print(write_report(args.results, args.out or args.results, args.plots, args.selection))

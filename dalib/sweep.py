@@ -88,12 +88,18 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        params = ",".join(
-            f"{key.split('.')[-1]}={value:.4g}" if isinstance(value, float)
-            else f"{key.split('.')[-1]}={value}"
-            for key, value in self.params.items()
-        )  # fmt: skip
+        params = ",".join(f"{key.split('.')[-1]}={param_text(v)}" for key, v in self.params.items())
         return f"{self.method}/{self.task}/{params or 'default'}/seed_{self.seed}"
+
+
+def param_text(value: Any) -> str:
+    """A swept value in a folder name: ``0.003``; a component ``{name: x, a: 1}`` as ``x(a=1)``."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        options = ",".join(f"{k}={param_text(v)}" for k, v in value.items() if k != "name")
+        return f"{value.get('name', '')}({options})"
+    return str(value)
 
 
 def nested(dotted: Mapping[str, Any]) -> dict[str, Any]:

@@ -142,6 +142,13 @@ def test_run_keeps_and_records_the_selected_checkpoint(tmp_path):
     )
     assert record["last_target_acc"] == record["selections"]["last"]["target_acc"]
     assert 0.0 <= record["a_distance"] <= 2.0
+    history = record["selection_history"]  # every validation's scores, the choices among them
+    assert [entry["epoch"] for entry in history] == list(range(6))
+    for name, choice in record["selections"].items():
+        assert choice["target_acc"] == history[choice["epoch"]]["target_acc"]
+        if name in SCORES.names():
+            pick = max if SCORES.build(name).higher_is_better else min
+            assert history[choice["epoch"]][name] == pick(entry[name] for entry in history)
     ckpt = record["selected_checkpoint"]
     assert f"epoch={record['selected_epoch']}" in ckpt
     run_dalib(["test", "-c", str(TOY / "dann.yaml"), f"--ckpt_path={ckpt}"], tmp_path / "test")

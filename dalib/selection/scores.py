@@ -16,6 +16,13 @@ says; plugins add scores through the entry-point group ``dalib.selection_scores`
   sample's softmax-over-neighbours of cosine similarities between L2-normalised target class
   probabilities, temperature 0.05. Documented failure, also in the paper: a model that collapses
   every target sample onto one prediction makes all neighbourhoods uniform, which SND rates best.
+- ``rv``: reverse validation (Zhong et al., ECML PKDD 2010; used to choose hyper-parameters by
+  Ganin et al., JMLR 2016, §5.1.2): a reverse classifier is trained on the target samples with the
+  model's pseudo-labels and scored by its accuracy on the held-out source split. Here the reverse
+  classifier is a standardised multinomial logistic regression on the model's own features (the
+  classifier's input), not a second adapted network as in Ganin et al.: it is linear like the
+  model's head, deterministic, and cheap enough for every validation. A collapsed model gives one
+  pseudo-label, a constant reverse classifier, and the source frequency of that class: low.
 - ``oracle``: target accuracy with target labels, the upper bound that no honest protocol may
   use for selection; recorded beside the honest choices, never instead of them.
 """
@@ -133,6 +140,25 @@ def dev_risk(out: EvalOutputs) -> float:
     return float(weighted.mean() + eta * weights.mean() - eta)
 
 
+def reverse_validation(out: EvalOutputs) -> float:
+    """Source held-out accuracy of a classifier fitted to the target features and pseudo-labels.
+
+    Pseudo-labels are ``argmax`` of the target logits; the reverse classifier is
+    ``StandardScaler`` then ``LogisticRegression(C=1)`` (scikit-learn's L2-regularised
+    multinomial log-loss, lbfgs), fitted on the unlabelled target split.
+    """
+    if len(out.target_features) < 2:
+        raise DalibError("reverse validation needs at least two target samples")
+    pseudo = out.target_logits.argmax(1).numpy()
+    source_labels = out.source_labels.numpy()
+    classes = np.unique(pseudo)
+    if len(classes) == 1:  # a classifier fitted to one class predicts it everywhere
+        return float((source_labels == classes[0]).mean())
+    reverse = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    reverse.fit(out.target_features.double().numpy(), pseudo)
+    return float((reverse.predict(out.source_features.double().numpy()) == source_labels).mean())
+
+
 def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
     """``2(1 − 2ε)`` with ε the held-out error of a linear domain classifier (Ben-David et al.).
 
@@ -199,6 +225,13 @@ def entropy() -> Score:
 def snd() -> Score:
     """Soft neighbourhood density of the target predictions (maximised; Saito et al., 2021)."""
     return Score(lambda out: soft_neighbourhood_density(out.target_logits), higher_is_better=True)
+
+
+@SCORES.register("rv")
+def rv() -> Score:
+    """Reverse validation: source held-out accuracy of a classifier fitted to the target
+    pseudo-labels (maximised; Zhong et al., 2010)."""
+    return Score(reverse_validation, higher_is_better=True)
 
 
 def check_selection(name: str, key: str = "selection") -> None:

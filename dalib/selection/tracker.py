@@ -117,6 +117,14 @@ class SelectionTracker(Callback):
         chosen["oracle"] = max(self.history, key=lambda entry: entry["target_acc"])
         return chosen
 
+    def history_record(self) -> list[dict[str, float | None]]:
+        """Every validation's scores and target accuracy, for ``result.json``; NaN as ``None``
+        (JSON has no NaN). ``dalib report --selection`` reads it to compare scores across runs."""
+        return [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in entry.items()}
+            for entry in self.history
+        ]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": self.history,
