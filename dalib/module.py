@@ -63,6 +63,10 @@ class DomainAdaptationModule(pl.LightningModule):
     final model) or ``oracle`` (best target accuracy: an upper bound, as it uses target labels).
     A score that cannot be computed stops the run with the reason, unless
     ``selection_fallback`` names the choice to use instead, which the record then states.
+    ``record_scores``: compute every label-free score (and the proxy A-distance) at each
+    validation, so that the record says what each would have chosen (``dalib report
+    --selection``); ``False`` computes only the selected ones, which saves most of a validation's
+    time on small feature data (benchmarks/results/dann_step_profile.md).
 
     ``checkpoint_every_n_steps``: also rewrite ``last.ckpt`` every that many training steps,
     with the position in the epoch's data, so that a run killed inside a long epoch resumes from
@@ -92,6 +96,7 @@ class DomainAdaptationModule(pl.LightningModule):
         method: str | None = None,
         selection: str = "last",
         selection_fallback: str | None = None,
+        record_scores: bool = True,
         gather_discrepancy: bool = True,
         checkpoint_every_n_steps: int | None = None,
         lr_mults: Mapping[str, float] | None = None,
@@ -256,9 +261,10 @@ class DomainAdaptationModule(pl.LightningModule):
         ``Trainer(enable_checkpointing=False)``.
         """
         selection, every = self.hparams.selection, self.hparams.checkpoint_every_n_steps
-        scores = tracked_scores(selection, self.hparams.selection_fallback)
+        record = self.hparams.record_scores
+        scores = tracked_scores(selection, self.hparams.selection_fallback, every_score=record)
         callbacks: list[Callback] = [
-            SelectionTracker(scores),
+            SelectionTracker(scores, a_distance=record),
             RandomStates(),
             StepStats(),
             FiniteGuard(),

@@ -186,3 +186,22 @@ def test_a_score_that_cannot_be_computed_stops_with_why_unless_a_fallback_is_set
     assert record["selection_fallback_reason"].startswith("dev could not be computed")
     assert record["target_acc"] == record["last_target_acc"]
     assert record["selected_checkpoint"].endswith("last.ckpt")
+
+
+def test_without_record_scores_only_the_selected_score_is_computed(tmp_path):
+    args = ["--trainer.max_epochs=3", "--seed_everything=7", "--trainer.deterministic=true"]
+    records = {}
+    for record_scores in ("true", "false"):
+        save_dir = tmp_path / record_scores
+        run_dalib(["fit", "-c", str(TOY / "dann.yaml"), *args, "--model.selection=entropy",
+                   f"--model.record_scores={record_scores}"], save_dir)  # fmt: skip
+        records[record_scores] = only_result(save_dir)
+    every, selected = records["true"], records["false"]
+    assert set(selected["selections"]) == {"entropy", "source_acc", "last", "oracle"}
+    assert selected["a_distance"] is None and every["a_distance"] is not None
+    keys = {"epoch", "step", "entropy", "source_acc", "target_acc"}
+    assert set(selected["selection_history"][0]) == keys
+    # the same training and the same choice: only what is recorded differs
+    for key in ("target_acc", "selected_epoch", "last_target_acc", "oracle_target_acc"):
+        assert selected[key] == every[key], key
+    assert selected["selections"]["entropy"] == every["selections"]["entropy"]

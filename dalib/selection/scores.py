@@ -247,8 +247,12 @@ def check_selection(name: str, key: str = "selection") -> None:
     )
 
 
-def tracked_scores(*selected: str | None) -> dict[str, Score]:
-    """dalib's scores and the ``selected`` ones (a plugin's score is computed when selected)."""
-    names = [*SCORES.entries(plugins=False)]
+def tracked_scores(*selected: str | None, every_score: bool = True) -> dict[str, Score]:
+    """dalib's scores (with ``every_score``) and the ``selected`` ones (a plugin's score is
+    computed when selected). Without ``every_score``, only the selected ones and ``source_acc``
+    (which costs one comparison and gives the record's ``source_val_acc``): a run then pays for
+    no costly score it does not select by, but its record cannot say what the others would have
+    chosen."""
+    names = [*SCORES.entries(plugins=False)] if every_score else ["source_acc"]
     names += [name for name in selected if name is not None and name not in (*NOT_SCORES, *names)]
     return {name: SCORES.build(name) for name in names}

@@ -34,10 +34,12 @@ class SelectionTracker(Callback):
     accuracy to ``history``. ``choices()`` then says, for every score, which validation it prefers
     and that model's target accuracy; ``oracle`` is the best target accuracy, ``last`` the final.
     The history is part of the checkpoint, so a resumed run chooses as an uninterrupted one.
+    ``a_distance``: also compute the proxy A-distance of the features at each validation.
     """
 
-    def __init__(self, scores: Mapping[str, Score] | None = None) -> None:
+    def __init__(self, scores: Mapping[str, Score] | None = None, a_distance: bool = True) -> None:
         self.scores = dict(tracked_scores() if scores is None else scores)
+        self.measure_a_distance = a_distance
         self.history: list[dict[str, float]] = []
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.a_distance: float | None = None
@@ -80,10 +82,11 @@ class SelectionTracker(Callback):
         )
         pl_module.log_dict({f"select/{k}": v for k, v in values.items() if k in self.scores})
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
-        try:
-            self.a_distance = proxy_a_distance(out.source_features, out.target_features)
-        except DalibError:
-            self.a_distance = None
+        if self.measure_a_distance:
+            try:
+                self.a_distance = proxy_a_distance(out.source_features, out.target_features)
+            except DalibError:
+                self.a_distance = None
         self.embedding = {  # a sample of the latest features, for t-SNE plots of the run
             "source": out.source_features[:EMBEDDING_SAMPLES],
             "source_labels": out.source_labels[:EMBEDDING_SAMPLES],
