@@ -72,13 +72,6 @@ def test_the_composed_pair_resolves_to_the_pinned_config(benchmark, method):
     assert json.loads(json.dumps(composed(benchmark, method))) == pinned
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("benchmark,method", PAIRS)
-def test_the_composed_pair_resolves_as_the_single_file_did(benchmark, method):
-    single = resolve(REPO / "experiments" / benchmark / f"{method}.yaml")
-    assert composed(benchmark, method) == single
-
-
 def test_every_benchmark_has_a_protocol_every_method_a_published_entry():
     pinned = json.loads(PINNED.read_text())
     assert sorted(pinned) == sorted("/".join(pair) for pair in composed_pairs())
