@@ -3,7 +3,7 @@
 # results benchmarks/results/digits.{md,json}.  Needs MNIST and USPS under $DALIB_DATA (for
 # example DALIB_DATA=../shared/data).
 #   (no option)  the Transfer-Learning-Library protocol of the configs: 20 epochs of 2,500
-#                iterations at batch 128 per domain (a GPU job: 50k steps per run, 78 runs)
+#                iterations at batch 128 per domain (a GPU job: 50k steps per run, 102 runs)
 #   --cpu        5 epochs of 500 iterations at batch 32, the convolutional LeNet with a 500-d
 #                bottleneck (benchmarks/sweeps/digits_cpu.yaml): 1/80 of the protocol's samples,
 #                what a CPU affords
@@ -33,4 +33,4 @@ case "${1:-}" in
 esac
 dalib sweep "benchmarks/sweeps/$sweep.yaml"
 python benchmarks/publish.py "runs/sweeps/$sweep" digits \
-  --command "bash benchmarks/digits.sh ${1:-}" --planned 78
+  --command "bash benchmarks/digits.sh ${1:-}" --planned 102

@@ -14,6 +14,6 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 dalib sweep benchmarks/sweeps/office_caltech.yaml
 python benchmarks/publish.py runs/sweeps/office_caltech office_caltech \
-  --command "bash benchmarks/office_caltech.sh" --planned 468 \
+  --command "bash benchmarks/office_caltech.sh" --planned 612 \
   --baseline "CORAL + linear SVM (Sun, Feng and Saenko, AAAI 2016)=48.8" \
   --baseline "JDA (Long et al., ICCV 2013)=46.3"

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from dalib.discrepancy import DISCREPANCIES, Discrepancy
     from dalib.errors import DalibError
     from dalib.module import DomainAdaptationModule
+    from dalib.regularisers import REGULARISERS
     from dalib.schedules import SCHEDULES
+    from dalib.schemes import SCHEMES
     from dalib.target_losses import TARGET_LOSSES
 
 #: The distribution that installs the import package ``dalib``.
@@ -27,7 +29,9 @@ UNKNOWN_VERSION = "0+unknown"
 EXPORTS = {
     "DATASETS": "dalib.data",
     "DISCREPANCIES": "dalib.discrepancy",
+    "REGULARISERS": "dalib.regularisers",
     "SCHEDULES": "dalib.schedules",
+    "SCHEMES": "dalib.schemes",
     "TARGET_LOSSES": "dalib.target_losses",
     "DalibError": "dalib.errors",
     "Discrepancy": "dalib.discrepancy",
@@ -37,7 +41,9 @@ EXPORTS = {
 __all__ = [
     "DATASETS",
     "DISCREPANCIES",
+    "REGULARISERS",
     "SCHEDULES",
+    "SCHEMES",
     "TARGET_LOSSES",
     "DalibError",
     "Discrepancy",

@@ -1,5 +1,7 @@
 """The ``dalib`` command: ``fit``, ``validate``, ``test`` (Lightning's CLI:
-``dalib.lightning_cli``), ``sweep`` and ``report``.
+``dalib.lightning_cli``), ``sweep``, ``report`` and ``list``.
+
+``dalib list`` names the components a config can select (``dalib list KIND NAME``: one's options).
 
 ``dalib fit -c experiments/toy/dann.yaml --model.gamma 0.5`` trains and writes ``result.json``
 in the run directory; ``dalib validate`` and ``dalib test`` evaluate a checkpoint
@@ -35,6 +37,10 @@ def main(args: list[str] | None = None) -> None:
             from dalib import report
 
             return report.main(arguments[1:])
+        if arguments[0] == "list":
+            from dalib import listing
+
+            return listing.main(arguments[1:])
         from dalib.lightning_cli import run_lightning
 
         run_lightning(arguments)

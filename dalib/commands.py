@@ -11,6 +11,7 @@ COMMANDS = {
     "test": "evaluate a checkpoint (--ckpt_path) on the test sets; record beside it",
     "sweep": "run many fits: methods x tasks x hyper-parameters x seeds (a sweep YAML)",
     "report": "tabulate the run records under a folder (Markdown, CSV, plots)",
+    "list": "the components a config selects by name (discrepancies, ...), and their options",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 

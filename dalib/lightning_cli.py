@@ -23,6 +23,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.utilities import rank_zero_only
 
 from dalib import run_history
+from dalib.calibration import gamma_record
+from dalib.catalogue import names_help
+from dalib.collapse import CollapseGuard
 from dalib.commands import COMMANDS, LIGHTNING_COMMANDS, command_parser
 from dalib.console import fail, quiet_lightning
 from dalib.errors import DalibError
@@ -156,6 +159,8 @@ class DalibCLI(LightningCLI):
                 "steps": self.trainer.global_step,
                 "wall_time_s": round(time.perf_counter() - self._fit_started, 3),
                 "resumed_from": callback_of(self.trainer, RandomStates).resumed_from,
+                "collapse": callback_of(self.trainer, CollapseGuard).record(),
+                "gamma_calibration": gamma_record(self.model.objective),
             },
         )
 
@@ -187,6 +192,7 @@ class DalibCLI(LightningCLI):
             "method": self.model.method,
             "dataset": self.datamodule.benchmark,
             "task": self.datamodule.task,
+            **self.datamodule.record(),  # where source_val_acc and target_acc come from
             "seed": self.config[self.subcommand].seed_everything,
             "reference": reference_entry(
                 self.config[self.subcommand].get("reference"), self.model.method
@@ -331,6 +337,7 @@ def run_lightning(arguments: list[str]) -> None:
             parser_kwargs={
                 "description": command_parser().description,
                 **{name: {"description": COMMANDS[name]} for name in LIGHTNING_COMMANDS},
+                "fit": {"description": f"{COMMANDS['fit']}. {names_help()}"},
             },
         )
     finally:

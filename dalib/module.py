@@ -14,6 +14,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dalib.calibration import calibrate_gamma
+from dalib.collapse import (
+    ADAPTATION_REMEDY,
+    SOURCE_ONLY_REMEDY,
+    CollapseGuard,
+    OnCollapse,
+    check_on_collapse,
+)
 from dalib.errors import DalibError
 from dalib.finite import FiniteGuard
 from dalib.network import Network
@@ -21,6 +29,7 @@ from dalib.objective import Batch, Objective, ScheduleSpec
 from dalib.optim import Optimization
 from dalib.registry import Spec, split_spec
 from dalib.resume import RandomStates
+from dalib.schemes import SCHEMES
 from dalib.selection import SelectionTracker
 from dalib.selection.scores import check_selection, tracked_scores
 from dalib.step_stats import StepStats
@@ -36,13 +45,18 @@ TRAIN_ACCURACY_KEY = "train_source_acc"  # the checkpoint's entry for the accura
 class DomainAdaptationModule(pl.LightningModule):
     """Feature extractor → optional bottleneck → classifier (``dalib.network.Network``), trained
     on ``L = L_s + λ(p)·L_t + γ(p)·D(f_s, f_t)`` (``dalib.objective.Objective``: the terms, their
-    schedules, ``l2_sp``, ``unshared``, ``distillation``) by SGD (``dalib.optim.Optimization``:
-    ``lr`` to ``layer_lr_decay``) in Lightning's automatic optimisation, the LR schedule per step.
+    schedules, ``regularisers``, ``l2_sp``, ``unshared``, ``distillation``) by SGD
+    (``dalib.optim.Optimization``: ``lr`` to ``layer_lr_decay``) in Lightning's automatic
+    optimisation, the LR schedule per step (the ``standard`` scheme).
 
     ``init_from`` copies ``init_modules`` (``backbone``, ``bottleneck``, ``head``) from a dalib
     checkpoint when a fit starts from scratch (``start``). Checkpoints are self-contained: they
     hold L2-SP's θ₀ and the distillation teacher, so a model restored from one never reads
     ``init_from`` or the teacher's file.
+
+    ``scheme``: how a batch updates the model (``dalib.schemes``): ``standard`` (one loss, one
+    step, Lightning's automatic optimisation) or a multi-step scheme such as ``{name: mcd}``,
+    which optimises manually.
 
     ``selection``: the checkpoint kept as ``best`` is the one a label-free score of
     ``dalib.selection`` prefers (logged as ``select/<name>`` at every validation), ``last`` (the
@@ -54,6 +68,8 @@ class DomainAdaptationModule(pl.LightningModule):
     with the position in the epoch's data, so that a run killed inside a long epoch resumes from
     there exactly (``dalib.resume``); by default only at every validation. ``FiniteGuard`` stops
     training at a non-finite loss and refuses checkpoints of non-finite weights.
+    ``on_collapse``: ``stop`` (default) ends the run with one line when the features or the
+    predictions collapse, ``warn`` warns and records it in ``result.json`` (``dalib.collapse``).
     """
 
     def __init__(
@@ -88,9 +104,35 @@ class DomainAdaptationModule(pl.LightningModule):
         reversal: ScheduleSpec = 1.0,
         bottleneck_options: Mapping[str, Any] | None = None,
         head_options: Mapping[str, Any] | None = None,
+        on_collapse: OnCollapse = "stop",
+        regularisers: Sequence[Spec] | None = None,
+        scheme: Spec = "standard",
     ) -> None:
+        """The network, its objective and its optimisation (``dalib fit --help`` shows these).
+
+        Args:
+            backbone: the feature extractor: a name, or {name: NAME, OPTION: VALUE}; `dalib
+                list backbones` names them, `dalib list backbones NAME` shows one's options.
+            discrepancy: the measure D between source and target features: a name, or {name:
+                NAME, OPTION: VALUE}, or null for none; `dalib list discrepancies [NAME]`.
+            gamma: γ(p), the weight of D: a number, or a schedule {name: NAME, OPTION: VALUE}
+                over the training progress p; `dalib list schedules [NAME]`.
+            target_loss: L_t on the target batch: a name, or {name: NAME, OPTION: VALUE}, or
+                null for none; `dalib list target_losses [NAME]`.
+            lambda_t: λ(p), the weight of L_t: a number or a schedule; `dalib list schedules`.
+            selection: the checkpoint kept as best: a label-free score (`dalib list
+                selection_scores`), last (the final model) or oracle (uses target labels).
+            selection_fallback: the choice used when the selection score cannot be computed.
+            on_collapse: stop (default) or warn when the representation or the predictions
+                collapse (`dalib.collapse`).
+            regularisers: feature regularisers added to the loss, e.g. [{name: bsp, weight:
+                1e-4}]; `dalib list regularisers`.
+            scheme: the training scheme: standard (one loss, one step) or a multi-step one
+                such as {name: mcd, num_k: 4}; `dalib list schemes`.
+        """
         super().__init__()
         self.save_hyperparameters()
+        check_on_collapse(on_collapse)
         for key, value in [("selection", selection), ("selection_fallback", selection_fallback)]:
             if value is not None:
                 check_selection(value, key)
@@ -108,11 +150,17 @@ class DomainAdaptationModule(pl.LightningModule):
         )  # fmt: skip
         self.objective = Objective(
             self.network, discrepancy, gamma, target_loss, lambda_t, gather_discrepancy, l2_sp,
-            unshared or 0.0, distillation, reversal,
+            unshared or 0.0, distillation, reversal, regularisers,
         )  # fmt: skip
         self.optimization.check_patterns(self.network, self.objective)
+        self.scheme = SCHEMES.build(scheme, network=self.network, objective=self.objective)
+        self.automatic_optimization = not self.scheme.manual
         parts = [("discrepancy", discrepancy), ("target_loss", target_loss)]
         names = [split_spec(spec, key)[0] for key, spec in parts if spec not in (None, "none")]
+        names += list(self.objective.regularisers)
+        scheme_name = split_spec(scheme, "training scheme")[0]
+        if scheme_name != "standard":
+            names.insert(0, scheme_name)
         self.method = method or "+".join(names) or "source_only"
         self.started = False  # whether the network has its starting weights: see on_fit_start
         self.train_source_acc = TrainingAccuracy(num_classes)
@@ -137,10 +185,11 @@ class DomainAdaptationModule(pl.LightningModule):
 
     def start(self) -> None:
         """The start of a run from scratch: ``init_from``'s weights, then the objective's
-        (L2-SP's θ₀, the distillation teacher)."""
+        (L2-SP's θ₀, the distillation teacher), then a calibrated γ's measurement."""
         if self.hparams.init_from is not None:
             self.network.load_parts(self.hparams.init_from, self.hparams.init_modules)
         self.objective.start(self.network)
+        calibrate_gamma(self.objective, self.network, lambda: self.trainer)
         self.started = True
 
     def on_fit_start(self) -> None:
@@ -148,20 +197,17 @@ class DomainAdaptationModule(pl.LightningModule):
         if not self.started:
             self.start()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        terms = self.compute_losses(batch, self.progress())
-        self.train_source_acc.add(terms.pop("logits_s"), batch["source"][1])
-        every, last = self.trainer.log_every_n_steps, self.trainer.is_last_batch
-        if (self.global_step + 1) % every == 0 or last:  # a step the trainer logs
-            # Every trainer.log_every_n_steps steps, not every step: logging costs more than a
-            # small model's step. The accuracy is over the steps since the last log.
-            logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-            group = self.optimizers().param_groups[-1]
-            logged["lr"] = group["lr"] / group["lr_mult"]  # the base rate, before multipliers
-            self.log_dict(logged, batch_size=batch["source"][0].shape[0])
-            self.log("train/source_acc", self.train_source_acc.compute_and_reset(), prog_bar=True)
-        # the terms go to on_train_batch_end's outputs: FiniteGuard names them if the loss is NaN
-        return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
+    def training_step(self, batch: Batch, batch_idx: int) -> Mapping[str, torch.Tensor]:
+        """The scheme's step(s) on one paired batch (``dalib.schemes``); a manual scheme must
+        count exactly one optimiser step per batch, or max_steps would never (or too soon) end."""
+        before = self.global_step
+        terms = self.scheme.training_step(self, batch, batch_idx)
+        if self.scheme.manual and self.global_step != before + 1:
+            raise DalibError(
+                f"training scheme {type(self.scheme).__name__} counted {self.global_step - before}"
+                " optimiser steps in one batch; count exactly one (optimizer_step(counted=True))"
+            )
+        return terms
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The distillation teacher's architecture (its weights are in the state_dict), and the
@@ -216,6 +262,10 @@ class DomainAdaptationModule(pl.LightningModule):
             RandomStates(),
             StepStats(),
             FiniteGuard(),
+            CollapseGuard(
+                self.hparams.on_collapse,
+                ADAPTATION_REMEDY if self.objective.discrepancy is not None else SOURCE_ONLY_REMEDY,
+            ),
         ]
         if self.trainer.checkpoint_callback is None:  # enable_checkpointing=False
             return callbacks
@@ -235,15 +285,8 @@ class DomainAdaptationModule(pl.LightningModule):
         return callbacks
 
     def configure_optimizers(self):
-        optimizer, scheduler = self.optimization.build(
-            self.network, self.objective, self.trainer.estimated_stepping_batches
-        )
-        if scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        """The scheme's optimisers and LR schedulers."""
+        return self.scheme.configure_optimizers(self)
 
 
 def per_stage_and_domain(metric: Callable[[], nn.Module]) -> nn.ModuleDict:

@@ -8,7 +8,9 @@
   ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
-- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``).
+- ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``);
+  γ may also be calibrated without labels at the start (``{name: balanced, ...}``,
+  ``dalib.calibration``).
 - ``reversal`` ρ(p), for adversarial measures: a number or schedule that scales only the gradient
   their gradient-reversal layers send back into the features. γ scales the whole term, so the
   discriminator (critic, adversarial head) trains at γ times its loss and the features get
@@ -16,6 +18,8 @@
   ramps up with the features); the Transfer-Learning-Library keeps γ = 1 and ramps ρ
   (``WarmStartGradientReverseLayer``, tllib/modules/grl.py:59-77), training the discriminator
   at full rate from the first step.
+- Regularisers (``dalib.regularisers``): ``regularisers: [{name: bsp, weight: 1e-4}]``, each
+  ``weight·R(f_s, f_t)`` on the features of both domains, composable with any ``D`` and ``L_t``.
 - Transfer terms (``dalib.transfer``): ``l2_sp·½‖θ − θ₀‖²`` between the backbone and its
   starting weights (L2-SP, Li et al., ICML 2018); ``unshared·½‖θ_s − θ_t‖²`` between the source
   backbone and the target's own copy (a network built with ``unshared=True``); ``distillation``,
@@ -44,12 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dalib.calibration import BalancedGamma, make_gamma
 from dalib.discrepancy import DISCREPANCIES
 from dalib.discrepancy.adversarial import GradientReversal
 from dalib.distributed import gather_inputs, mean_over_processes, world_size
 from dalib.errors import DalibError
 from dalib.network import Network
 from dalib.registry import Spec
+from dalib.regularisers import build_regularisers
 from dalib.schedules import Constant, make_schedule
 from dalib.target_losses import TARGET_LOSSES
 from dalib.transfer.distillation import Distillation
@@ -97,6 +103,7 @@ class Objective(nn.Module):
         unshared: float = 0.0,
         distillation: Mapping[str, Any] | None = None,
         reversal: ScheduleSpec = 1.0,
+        regularisers: Sequence[Spec] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [("l2_sp", l2_sp), ("unshared", unshared)]:
@@ -109,7 +116,9 @@ class Objective(nn.Module):
                 discrepancy, in_features=network.out_features, num_classes=network.num_classes
             )
         )
-        self.gamma = make_schedule(gamma, "gamma")
+        self.gamma = make_gamma(gamma)  # a schedule, or a rule calibrated at the start
+        if isinstance(self.gamma, BalancedGamma) and self.discrepancy is None:
+            raise DalibError("a calibrated gamma needs a discrepancy; set model.discrepancy")
         self.reversal = make_schedule(reversal, "reversal")
         if self.reversal != Constant(1.0) and not self.reversal_layers():
             raise DalibError(
@@ -129,11 +138,13 @@ class Objective(nn.Module):
             if distillation is None
             else Distillation.from_spec(distillation, network.num_classes)
         )
+        self.regularisers, self.regulariser_weights = build_regularisers(regularisers)
         self.source_weights: torch.Tensor | None = None
         #: whether the objective needs the target batch (else: source-only, target skipped)
         self.uses_target_batch = (
             self.discrepancy is not None
             or self.target_loss is not None
+            or len(self.regularisers) > 0
             or network.target_backbone is not None
             or (self.distillation is not None and "target" in self.distillation.domains)
         )
@@ -184,11 +195,31 @@ class Objective(nn.Module):
             terms["gamma"] = torch.tensor(weight)
             if weight != 0:
                 loss = loss + weight * terms["discrepancy"]
+        for name, regulariser in self.regularisers.items():
+            terms[name] = regulariser(f_s, f_t)
+            loss = loss + self.regulariser_weights[name] * terms[name]
         for name, weight, value in self.transfer_terms(network, x_s, x_t, logits_s, logits_t):
             terms[name] = value
             loss = loss + weight * value
         terms["loss"] = loss
         return terms
+
+    def feature_terms(
+        self, network: Network, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f, L_s, D)`` of one paired batch, ``f`` the source and target features as a leaf
+        that requires grad: what ``dalib.calibration`` differentiates to calibrate γ."""
+        x_s, y_s = batch["source"][:2]
+        x_t = batch["target"][0]
+        f = network.paired_features(x_s, x_t).detach().requires_grad_()
+        f_s, f_t = f.split([len(x_s), len(x_t)])
+        logits_s, logits_t = network.head(f).split([len(x_s), len(x_t)])
+        w_s = self.batch_source_weights(batch)
+        source_loss = weighted_cross_entropy(logits_s, y_s, w_s)
+        discrepancy = self.discrepancy(
+            f_s=f_s, f_t=f_t, logits_s=logits_s, logits_t=logits_t, y_s=y_s, w_s=w_s
+        )
+        return f, source_loss, discrepancy
 
     def transfer_terms(self, network: Network, x_s, x_t, logits_s, logits_t):
         """``(name, weight, value)`` of the parameter-transfer and distillation terms in use."""

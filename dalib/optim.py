@@ -33,6 +33,7 @@ from dalib.schedules import inverse_decay
 from dalib.transfer.layers import backbone_layers, name_matches
 
 Scheduler = torch.optim.lr_scheduler.LambdaLR
+NamedParameters = list[tuple[str, nn.Parameter]]
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,17 @@ class Optimization:
             raise DalibError(f"lr_schedule must be inverse or constant, got {self.lr_schedule!r}")
 
     def build(
-        self, network: Network, objective: Objective, total_steps: float
+        self,
+        network: Network,
+        objective: Objective,
+        total_steps: float,
+        parameters: NamedParameters | None = None,
     ) -> tuple[torch.optim.SGD, Scheduler | None]:
-        """SGD over the network's and the objective's trained parameters, and the per-step LR
-        scheduler (``None`` for a constant rate); ``total_steps`` gives the decay's progress."""
-        groups = self.parameter_groups(network, objective)
+        """SGD over the network's and the objective's trained parameters (or over ``parameters``,
+        named as the network names its own: a training scheme's optimiser of some parts), and
+        the per-step LR scheduler (``None`` for a constant rate); ``total_steps`` gives the
+        decay's progress."""
+        groups = self.parameter_groups(network, objective, parameters)
         for group in groups:
             group["lr"] = self.lr * group["lr_mult"]
         optimizer = torch.optim.SGD(
@@ -84,11 +91,15 @@ class Optimization:
         )
         return optimizer, scheduler
 
-    def parameter_groups(self, network: Network, objective: Objective) -> list[dict]:
+    def parameter_groups(
+        self, network: Network, objective: Objective, parameters: NamedParameters | None = None
+    ) -> list[dict]:
         """Optimiser groups, one per learning-rate multiplier and weight decay, the head's last
         (its rate, multiplier 1, is the base rate that training logs)."""
         groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-        for name, p in trained_parameters(network, objective):
+        if parameters is None:
+            parameters = trained_parameters(network, objective)
+        for name, p in parameters:
             key = (self.lr_mult(name, network.backbone), self.weight_decay_of(name))
             groups.setdefault(key, []).append(p)
         logits_weight = output_layer(network.head).weight
@@ -130,6 +141,6 @@ class Optimization:
                 )
 
 
-def trained_parameters(network: Network, objective: Objective) -> list[tuple[str, nn.Parameter]]:
+def trained_parameters(network: Network, objective: Objective) -> NamedParameters:
     """The network's parameters, then the objective's trained ones, by name."""
     return [*network.named_parameters(), *objective.named_trainable_parameters()]

@@ -57,6 +57,13 @@ class MinimumClassConfusion(TargetLoss):
     more), the class correlation is ``C = Pᵀ W P``; each row is divided by its sum and the loss
     is the mean over classes of the off-diagonal row mass, ``Σ_j Σ_{j'≠j} C̃_jj' / C``. It is in
     [0, (C-1)/C]; zero when every prediction is one-hot. ``temperature`` 2.5 is the paper's.
+
+    The weights ``W`` are constants of the gradient (computed from detached predictions), as
+    in the paper's code (thuml/Versatile-Domain-Adaptation ``pytorch/train_image_office.py``
+    line 173, ``loss.Entropy(target_softmax_out_temp).detach()``), the
+    Transfer-Learning-Library (``tllib/self_training/mcc.py`` line 68) and pytorch-adapt's
+    ``MCCLoss`` (skada 0.6's ``mcc_loss`` does not detach them). The entropy itself is exact
+    (the references add 1e-5 inside the log, which moves ``W`` by about 1e-5).
     """
 
     def __init__(self, temperature: float = 2.5) -> None:
@@ -66,8 +73,9 @@ class MinimumClassConfusion(TargetLoss):
 
     def __call__(self, logits_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
         batch, num_classes = logits_t.shape
-        p = F.softmax(logits_t / self.temperature, dim=1)
-        entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+        log_p = F.log_softmax(logits_t / self.temperature, dim=1)
+        p = log_p.exp()
+        entropy = -(p.detach() * log_p.detach()).sum(dim=1)
         certainty = 1 + torch.exp(-entropy)
         weights = batch * certainty / certainty.sum()
         confusion = (p * weights.unsqueeze(1)).t() @ p

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal, spearmanr
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dalib.errors import DalibError
 from dalib.weighting import KLIEP, KMM, ULSIF, ClassifierRatio
-from dalib.weighting.density_ratio import gaussian_kernel
+from dalib.weighting.density_ratio import ESTIMATORS, gaussian_kernel
 
 MU_T, SCALE_T = np.array([0.7, 0.0]), 0.8
 
@@ -145,3 +147,87 @@ def test_weights_in_a_scikit_learn_pipeline_correct_covariate_shift():
     oracle = LinearRegression().fit(X_s, y_s, sample_weight=true)
     assert err(weighted) < 0.75 * err(plain)
     assert err(weighted) < 1.5 * err(oracle)
+
+
+# A value other than the default for every constructor parameter of every estimator.
+SETTINGS = {
+    "classifier": {"classifier": LogisticRegression(C=0.3, max_iter=500)},
+    "kmm": {"sigma": 0.8, "B": 20.0, "eps": 0.2, "max_samples": 15, "seed": 3},
+    "kliep": {"max_iter": 300, "lr": 3e-3, "tol": 1e-6, "sigma": 0.8, "n_centers": 30, "seed": 3},
+    "ulsif": {"lam": 1e-2, "sigma": 0.8, "n_centers": 30, "seed": 3},
+}
+POSTPROCESSING = {"alpha": 0.5, "clip": 2.0, "normalize": False}
+
+
+@pytest.mark.parametrize("name", ESTIMATORS.names())
+def test_clone_keeps_every_setting(name):
+    settings = {**SETTINGS[name], **POSTPROCESSING}
+    estimator = ESTIMATORS.get(name)(**settings)
+    assert set(estimator.get_params(deep=False)) == set(settings), "a setting without a test value"
+    copy = clone(estimator)
+    for key, value in settings.items():
+        kept = copy.get_params(deep=False)[key]
+        if key == "classifier":  # clone copies a nested estimator with its parameters
+            assert kept is not value and kept.get_params() == value.get_params()
+        else:
+            assert kept == value, key
+    X_s, X_t, _ = gaussians(30, 30)
+    np.testing.assert_array_equal(
+        copy.fit_predict_weights(X_s, X_t), estimator.fit_predict_weights(X_s, X_t)
+    )
+    assert copy.predict_weights(X_s).max() <= 2.0  # clip survived the clone
+
+
+def test_set_params_changes_the_weights():
+    X_s, X_t, _ = gaussians(80, 80)
+    estimator = ULSIF().set_params(alpha=0.0, n_centers=20)
+    assert estimator.get_params()["n_centers"] == 20
+    np.testing.assert_allclose(estimator.fit_predict_weights(X_s, X_t), 1.0)  # alpha 0: uniform
+
+
+# Checks that fit an estimator as fit(X, y), y a 1-D target: these fit on two samples,
+# fit(X_s, X_t), so y is refused as a target sample ("X_t must be a non-empty (n, d) array").
+FITS_ON_X_AND_Y = "fit(X_s, X_t) takes two samples, not features and a 1-D target y"
+NOT_APPLICABLE = dict.fromkeys(
+    [
+        "check_complex_data",
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_dtype_object",
+        "check_estimator_sparse_array",
+        "check_estimator_sparse_matrix",
+        "check_estimator_sparse_tag",
+        "check_estimators_dtypes",
+        "check_estimators_empty_data_messages",
+        "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_1sample",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_positive_only_tag_during_fit",
+        "check_readonly_memmap_input",
+    ],
+    FITS_ON_X_AND_Y,
+)
+
+
+@parametrize_with_checks([ClassifierRatio(), KMM(), KLIEP(), ULSIF()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    """scikit-learn's checks of the estimator API (parameters, cloning, repr, tags, unfitted
+    errors); the ones that fit on (X, y) are skipped rather than run as expected failures,
+    each of which costs a formatted traceback."""
+    name = getattr(check, "func", check).__name__
+    if name in NOT_APPLICABLE:
+        pytest.skip(NOT_APPLICABLE[name])
+    check(estimator)

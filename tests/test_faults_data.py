@@ -205,7 +205,10 @@ def fit_and_warnings(data_dir: Path, save_dir: Path, *overrides: str) -> list[st
 
 
 def test_classes_missing_from_the_source_warn_once_naming_them(data_dir, tmp_path):
-    found = fit_and_warnings(data_dir, tmp_path / "runs", features("good.csv", num_classes=5))
+    write(data_dir / "five.csv", y=np.arange(40) % 5)  # the target shows classes 0..4
+    found = fit_and_warnings(
+        data_dir, tmp_path / "runs", features("good.csv", "five.csv", num_classes=5)
+    )
     assert found == [
         f"source labels cover 2 of num_classes=5; classes 2, 3, 4 never occur in "
         f"{data_dir / 'good.csv'}"
@@ -243,7 +246,8 @@ def test_good_data_trains_without_a_data_warning(data_dir, tmp_path):
 @pytest.mark.slow
 def test_the_command_prints_each_warning_as_one_line(data_dir, tmp_path):
     """The console as a user sees it: a fresh process, Python's own warning filters."""
-    args = fit_args(data_dir, tmp_path / "runs", features("good.csv", num_classes=3),
+    write(data_dir / "three.csv", y=np.arange(40) % 3)  # the target shows classes 0..2
+    args = fit_args(data_dir, tmp_path / "runs", features("good.csv", "three.csv", num_classes=3),
                     "--data.batch_size=64")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": ""}
     done = subprocess.run(

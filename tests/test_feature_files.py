@@ -36,12 +36,24 @@ def test_every_format_reads_the_same_features_and_labels(tmp_path, suffix):
 
 def test_preprocessing_steps_match_numpy():
     l1 = X / X.sum(1, keepdims=True)
-    np.testing.assert_allclose(preprocess(X, ["l1"], "x"), l1)
+    np.testing.assert_allclose(preprocess([X], ["l1"], "x")[0], l1)
     z = (l1 - l1.mean(0)) / l1.std(0)
-    np.testing.assert_allclose(preprocess(X, ["l1", "zscore"], "x"), z)
-    np.testing.assert_allclose(preprocess(X, ["log1p"], "x"), np.log1p(X))
+    np.testing.assert_allclose(preprocess([X], ["l1", "zscore"], "x")[0], z)
+    np.testing.assert_allclose(preprocess([X], ["log1p"], "x")[0], np.log1p(X))
     constant = np.ones((4, 2))
-    assert (preprocess(constant, ["zscore"], "x") == 0).all(), "constant features become 0"
+    assert (preprocess([constant], ["zscore"], "x")[0] == 0).all(), "constant features become 0"
+
+
+def test_a_test_file_is_standardised_with_its_training_files_statistics():
+    train, test = X.copy(), RNG.normal(3.0, 2.0, size=(5, 6))
+    train[:, 2] = 1.0  # constant in the training file: 0 in both files
+    train_z, test_z = preprocess([train, test], ["zscore"], "x")
+    varying = [0, 1, 3, 4, 5]
+    mean, std = train[:, varying].mean(0), train[:, varying].std(0)
+    np.testing.assert_allclose(train_z[:, varying], (train[:, varying] - mean) / std)
+    np.testing.assert_allclose(test_z[:, varying], (test[:, varying] - mean) / std)
+    assert (train_z[:, 2] == 0).all() and (test_z[:, 2] == 0).all()
+    assert train[0, 2] == 1.0, "the caller's arrays are left as they were"
 
 
 def test_a_feature_pair_from_two_files(tmp_path):
@@ -65,7 +77,11 @@ def test_a_feature_pair_from_two_files(tmp_path):
     ("files", "options", "message"),
     [
         ({"a.npz": (X, Y), "b.npz": (X[:, :4], Y)}, {}, "different widths: .*a.npz has 6"),
-        ({"a.npz": (X, Y), "b.npz": (X, Y + 5)}, {}, "labels span 5..7, outside 0..2"),
+        (
+            {"a.npz": (X, Y), "b.npz": (X, Y + 5)},
+            {},
+            r"take 6 distinct values \(0, 1, 2, 5, 6 and 1 more\) but num_classes is 3",
+        ),
         ({"a.npz": (X, Y)}, {}, "b.npz not found .*config's root"),
         ({"a.npz": (X, Y), "b.npz": (X, Y)}, {"preprocess": ["l2"]}, "unknown preprocessing"),
     ],

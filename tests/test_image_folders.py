@@ -54,6 +54,30 @@ def test_file_lists_name_the_images_and_labels(tmp_path):
     assert len(pair.source) == 31 and pair.source.targets == list(range(31))
 
 
+def test_train_and_test_lists_give_the_validation_and_evaluation_sets(tmp_path):
+    """DomainNet's protocol: ``<domain>_train.txt`` to train and adapt on, ``_test.txt`` to
+    evaluate on."""
+    office31_tree(tmp_path, per_class=2)
+    base = tmp_path / "office31"
+    for domain in ("amazon", "webcam"):
+        for split, image in (("train", 0), ("test", 1)):
+            lines = [f"{domain}/images/{n}/{image}.jpg {c}" for c, n in enumerate(CLASSES)]
+            (base / f"{domain}_{split}.txt").write_text("\n".join(lines[: 31 - image]) + "\n")
+    lists = {"source": "amazon_train.txt", "target": "webcam_train.txt",
+             "source_test": "amazon_test.txt", "target_test": "webcam_test.txt"}  # fmt: skip
+    data = DomainDataModule({**SMALL, "root": str(tmp_path), "file_lists": lists})
+    sizes = [len(data.splits[s]) for s in ("source_train", "source_val", "target_test")]
+    assert sizes == [31, 30, 30]
+    assert [p.name for p, _ in data.splits["target_test"].samples[:2]] == ["1.jpg", "1.jpg"]
+    assert data.record()["source_eval_split"] == f"source_test list {base / 'amazon_test.txt'}"
+    assert data.record()["target_eval_split"] == f"target_test list {base / 'webcam_test.txt'}"
+    del lists["source_test"], lists["target_test"]
+    data = DomainDataModule({**SMALL, "root": str(tmp_path), "file_lists": lists})
+    assert data.record()["target_eval_split"] == (
+        f"target list {base / 'webcam_train.txt'} (the images adapted to)"
+    )
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [("amazon/images/class_00/9.jpg 0", "names 1 missing file"),

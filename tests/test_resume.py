@@ -19,15 +19,15 @@ ARGS = ["--trainer.max_epochs=8", "--trainer.deterministic=true", "--model.selec
         "--trainer.enable_progress_bar=false", "--data.iterations_per_epoch=30"]  # fmt: skip
 
 
-def fit(cwd, *extra: str) -> subprocess.Popen:
+def fit(cwd, *extra: str, config: str = "dann") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "dalib.cli", "fit", "-c", str(TOY / "dann.yaml"), *ARGS]
+    command = [sys.executable, "-m", "dalib.cli", "fit", "-c", str(TOY / f"{config}.yaml"), *ARGS]
     return subprocess.Popen([*command, *extra], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
-def record(cwd) -> dict:
-    data = json.loads((cwd / "runs" / "toy" / "dann" / "version_0" / "result.json").read_text())
+def record(cwd, config: str = "dann") -> dict:
+    data = json.loads((cwd / "runs" / "toy" / config / "version_0" / "result.json").read_text())
     return {k: data[k] for k in ("target_acc", "selections", "metrics", "a_distance", "steps")}
 
 

@@ -9,14 +9,23 @@ from dalib.errors import DalibError
 from dalib.target_losses import TARGET_LOSSES, UNLABELLED
 
 
-def mcc_numpy(logits: np.ndarray, temperature: float) -> float:
-    """The paper's equations (1)-(6), one loop per sum."""
-    batch, classes = logits.shape
+def softmax_numpy(logits: np.ndarray, temperature: float) -> np.ndarray:
     z = logits / temperature
     p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    h = np.array([-sum(q * np.log(q) for q in row) for row in p])
-    w = batch * (1 + np.exp(-h)) / (1 + np.exp(-h)).sum()
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def entropy_weights_numpy(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """The paper's uncertainty weights W_ii = B·(1 + e^{-H_i}) / Σ_k (1 + e^{-H_k})."""
+    h = np.array([-sum(q * np.log(q) for q in row) for row in softmax_numpy(logits, temperature)])
+    return len(logits) * (1 + np.exp(-h)) / (1 + np.exp(-h)).sum()
+
+
+def mcc_numpy(logits: np.ndarray, temperature: float, w: np.ndarray | None = None) -> float:
+    """The paper's equations (1)-(6), one loop per sum; ``w`` fixes the weights W."""
+    batch, classes = logits.shape
+    p = softmax_numpy(logits, temperature)
+    w = entropy_weights_numpy(logits, temperature) if w is None else w
     c = np.zeros((classes, classes))
     for j in range(classes):
         for k in range(classes):
@@ -32,6 +41,27 @@ def test_mcc_equals_the_papers_formula(temperature):
     labels = torch.full((24,), UNLABELLED)
     got = float(mcc(logits, labels))
     assert got == pytest.approx(mcc_numpy(logits.numpy(), temperature), abs=1e-10)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_mcc_gradient_treats_the_entropy_weights_as_constants_as_the_reference_does(temperature):
+    """Central differences of the paper's formula with W frozen at the current logits (the
+    reference detaches W: tllib/self_training/mcc.py line 68)."""
+    logits = torch.randn(12, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    logits.requires_grad_()
+    mcc = TARGET_LOSSES.build({"name": "mcc", "temperature": temperature})
+    (grad,) = torch.autograd.grad(mcc(logits, torch.full((12,), UNLABELLED)), logits)
+    x = logits.detach().numpy()
+    w = entropy_weights_numpy(x, temperature)
+    expected, step = np.zeros_like(x), 1e-6
+    for i, j in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[i, j] += step
+        down[i, j] -= step
+        expected[i, j] = (mcc_numpy(up, temperature, w) - mcc_numpy(down, temperature, w)) / (
+            2 * step
+        )
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_mcc_is_zero_for_confident_predictions_and_large_for_confused_ones():

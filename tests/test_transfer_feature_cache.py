@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from sklearn.datasets import dump_svmlight_file
 
+import dalib.transfer  # noqa: F401 - registers the cached_features dataset
 from dalib import DATASETS, DomainDataModule
 from dalib.models import BACKBONES, MLP
 from tests.conftest import TOY, only_result, run_dalib
@@ -88,3 +90,20 @@ def test_cache_key_covers_batchnorm_counters_and_changes_with_them():
     before = cache_key("moons", "mlp", net, parts)
     net[1].num_batches_tracked += 1  # a 0-d buffer
     assert cache_key("moons", "mlp", net, parts) != before
+
+
+def test_cached_features_keep_the_source_test_set_and_what_the_record_says(tmp_path):
+    """A dataset's own source test set stays the validation set, with its origins and labels."""
+    x = torch.randn(20, 2).numpy()
+    files = {}
+    for part, n in (("source", 20), ("target", 20), ("source_test", 8), ("target_test", 6)):
+        dump_svmlight_file(x[:n], (-1) ** torch.arange(n).numpy(), str(tmp_path / f"{part}.svm"))
+        files[part] = f"{part}.svm"
+    inner = {"name": "features", "root": str(tmp_path), **files}
+    cached = DomainDataModule({**spec(tmp_path), "dataset": inner})
+    plain = DomainDataModule(inner)
+    assert [len(cached.splits[s]) for s in ("source_train", "source_val", "target_test")] == [
+        20, 8, 6,
+    ]  # fmt: skip
+    assert cached.record() == plain.record()
+    assert cached.record()["label_mapping"] == {"-1": 0, "1": 1}

@@ -19,14 +19,16 @@ LISTED = 10  # classes named in a message; the rest are counted
 def check_finite(where: str, features: np.ndarray, labels: np.ndarray) -> None:
     """Every feature and label is a finite number; else name the first bad row and column.
 
-    Rows and columns count from 1, as a spreadsheet or ``sed -n 8p`` does.
+    Rows and columns count from 1, as a spreadsheet or ``sed -n 8p`` does. Text labels have
+    nothing to check.
     """
-    bad_labels = ~np.isfinite(labels)
+    numeric = labels.dtype.kind in "biuf"
+    bad_labels = ~np.isfinite(labels) if numeric else np.zeros(len(labels), dtype=bool)
     if bad_labels.any():
         row = int(np.argmax(bad_labels))
         raise DalibError(
             f"{where}: the label of row {row + 1} (counting from 1) is {labels[row]}; "
-            f"{int(bad_labels.sum())} NaN/inf labels in all; labels must be integers"
+            f"{int(bad_labels.sum())} NaN/inf labels in all; labels must be integers or text"
         )
     bad = ~np.isfinite(features)
     if bad.any():

@@ -103,7 +103,9 @@ class DomainDataModule(pl.LightningDataModule):
       define an "epoch" as a fixed number of iterations; by default, enough steps to see the
       larger training domain once). Both domains are drawn without replacement and cycle.
     - Validation and test: loader 0 is a held-out split of the labelled source data (what
-      label-free model selection may use); loader 1 is the target test split (evaluation only).
+      label-free model selection may use), or the dataset's source test set when it has one
+      (a ``source_test`` file); loader 1 is the target test split (evaluation only).
+      ``record()`` says where each comes from, for ``result.json``.
       Validation has a loader 2: up to ``selection_samples`` target training samples, labels
       hidden, for the label-free selection scores (entropy, SND, and the density ratios of IWCV
       and DEV).
@@ -139,6 +141,33 @@ class DomainDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         selection_samples: int = 2000,
     ) -> None:
+        """The data of a run.
+
+        Args:
+            dataset: a registered dataset by name, or ``{name: ..., <its options>}``: ``moons``,
+                ``blobs``, ``digits`` (source, target), ``features`` (source, target,
+                source_test, target_test, num_classes, preprocess, n_features, ...),
+                ``office_caltech10``, ``office31``, ``officehome``, ``visda2017``,
+                ``domainnet`` (source, target, file_lists, ...); ``dalib list datasets NAME``
+                shows one's options, as does the documentation's Data page.
+            batch_size: samples of each domain per training step (per process).
+            eval_batch_size: samples per validation and test batch.
+            iterations_per_epoch: training steps per epoch (default: one pass over the
+                larger training domain).
+            val_fraction: the share of the source held out for validation, unless the
+                dataset has a source test set.
+            target_labels_per_class: target training labels kept per class
+                (semi-supervised adaptation); 0 hides them all.
+            split_seed: the seed of the source hold-out and of the kept target labels.
+            class_balanced: draw source batches inversely to class frequency.
+            labelled_target_fraction: the share of each target batch drawn from the kept
+                labelled samples (with ``target_labels_per_class``).
+            num_workers: loader processes (default: none for in-memory data, up to 8 for
+                images).
+            pin_memory: pin batches in memory (default: whether CUDA is available).
+            selection_samples: target training samples (labels hidden) for the label-free
+                selection scores.
+        """
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise DalibError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
@@ -206,11 +235,14 @@ class DomainDataModule(pl.LightningDataModule):
 
     def _make_splits(self) -> dict[str, Dataset]:
         pair = self.pair
-        for name, part in [
-            ("source", pair.source),
-            ("target training", pair.target_train),
-            ("target test", pair.target_test),
-        ]:
+        parts = {
+            "source": pair.source,
+            "target training": pair.target_train,
+            "target test": pair.target_test,
+        }
+        if pair.source_test is not None:
+            parts["source test"] = pair.source_test
+        for name, part in parts.items():
             if len(part) == 0:
                 raise DalibError(
                     f"the {name} set of {self.dataset_name!r} is empty; check the dataset "
@@ -221,11 +253,7 @@ class DomainDataModule(pl.LightningDataModule):
             dataset_labels(pair.source),
             pair.num_classes,
         )
-        shapes = {
-            "source": tuple(pair.source[0][0].shape),
-            "target training": tuple(pair.target_train[0][0].shape),
-            "target test": tuple(pair.target_test[0][0].shape),
-        }
+        shapes = {name: tuple(part[0][0].shape) for name, part in parts.items()}
         if len(set(shapes.values())) > 1:
             found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
             raise DalibError(
@@ -233,17 +261,10 @@ class DomainDataModule(pl.LightningDataModule):
                 "resize or project one domain"
             )
         generator = torch.Generator().manual_seed(self.split_seed)
-        n_val = max(1, round(self.val_fraction * len(pair.source)))
-        if n_val >= len(pair.source):
-            raise DalibError(
-                f"the source set has {len(pair.source)} samples, too few to hold out "
-                f"{n_val} for validation; lower val_fraction"
-            )
-        source_train, source_val = random_split(
-            pair.source, [len(pair.source) - n_val, n_val], generator=generator
-        )
-        if pair.source_eval is not None:  # validate without the training augmentation
-            source_val = Subset(pair.source_eval, source_val.indices)
+        if pair.source_test is not None:  # train on all the source, validate on its test set
+            source_train, source_val = pair.source, pair.source_test
+        else:
+            source_train, source_val = self._hold_out(pair, generator)
         keep = torch.empty(0, dtype=torch.long)
         if self.target_labels_per_class > 0:
             keep = labelled_subset(
@@ -258,6 +279,46 @@ class DomainDataModule(pl.LightningDataModule):
             "target_train": KeepLabels(pair.target_train, keep),
             "target_test": pair.target_test,
             "target_unlabelled": KeepLabels(Subset(target_eval, select.tolist()), select[:0]),
+        }
+
+    def _hold_out(self, pair: DomainPair, generator: torch.Generator) -> tuple[Dataset, Dataset]:
+        """``val_fraction`` of the source held out for validation, the rest for training."""
+        n_val = max(1, round(self.val_fraction * len(pair.source)))
+        if n_val >= len(pair.source):
+            raise DalibError(
+                f"the source set has {len(pair.source)} samples, too few to hold out "
+                f"{n_val} for validation; lower val_fraction"
+            )
+        source_train, source_val = random_split(
+            pair.source, [len(pair.source) - n_val, n_val], generator=generator
+        )
+        if pair.source_eval is not None:  # validate without the training augmentation
+            source_val = Subset(pair.source_eval, source_val.indices)
+        return source_train, source_val
+
+    def record(self) -> dict[str, Any]:
+        """Where the run record's numbers come from: ``source_eval_split`` (``source_val_acc``,
+        label-free selection), ``target_eval_split`` (every ``target_acc``), and the
+        ``label_mapping`` from the files' labels to class indices (``None``: labels used as
+        read)."""
+        pair = self.pair
+        if pair.source_test is not None:
+            source = pair.source_test_origin or "the dataset's source test set"
+        else:
+            source = (
+                f"{self.val_fraction:g} of the source ({pair.source_origin or pair.benchmark}) "
+                f"held out at random, split_seed {self.split_seed}"
+            )
+        if pair.target_test_origin is not None:
+            target = pair.target_test_origin
+        elif pair.target_test is pair.target_train:
+            target = "the target training samples (the samples adapted to)"
+        else:
+            target = f"the {pair.benchmark} dataset's target test split"
+        return {
+            "source_eval_split": source,
+            "target_eval_split": target,
+            "label_mapping": None if pair.label_mapping is None else dict(pair.label_mapping),
         }
 
     def setup(self, stage: str) -> None:

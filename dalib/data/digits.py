@@ -119,7 +119,14 @@ def digits(
     root: str | None = None,
     download: bool = False,
 ) -> DomainPair:
-    """A digits task: MNIST→USPS, USPS→MNIST or SVHN→MNIST."""
+    """A digits task: MNIST→USPS, USPS→MNIST or SVHN→MNIST, tested on the target's test split.
+
+    Args:
+        source: the source digits: MNIST, USPS or SVHN (all its training split, labelled).
+        target: the target digits, adapted to on its training split (labels hidden).
+        root: the data folder (default ``$DALIB_DATA``, else ``~/.cache/dalib``).
+        download: fetch missing files with torchvision.
+    """
     s, t = source.upper(), target.upper()
     if (s, t) not in TASKS:
         tasks = ", ".join(f"{a}->{b}" for a, b in TASKS)
@@ -132,4 +139,5 @@ def digits(
         target_train=load_digits(t, True, channels, size, root, download),
         target_test=load_digits(t, False, channels, size, root, download),
         num_classes=10,
+        target_test_origin=f"{t} test split",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch.utils.data import Dataset
@@ -21,6 +22,11 @@ class DomainPair:
     ``in_memory`` says whether the
     samples are already tensors in memory (no loader workers needed) or decoded from files.
     ``source_origin`` names the file or folder the source was read from, for messages about it.
+
+    ``source_test``, when given, is a separate labelled source test set: the data module
+    validates on it instead of holding out part of ``source``. ``source_test_origin`` and
+    ``target_test_origin`` say where the two evaluation sets come from, and ``label_mapping``
+    how the files' labels became class indices (label -> index), for the run record.
     """
 
     benchmark: str
@@ -33,6 +39,10 @@ class DomainPair:
     target_eval: Dataset | None = None
     in_memory: bool = True
     source_origin: str | None = None
+    source_test: Dataset | None = None
+    source_test_origin: str | None = None
+    target_test_origin: str | None = None
+    label_mapping: Mapping[str, int] | None = None
 
 
 DATASETS: Registry[DomainPair] = Registry("dataset", "dalib.datasets")

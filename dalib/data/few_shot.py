@@ -32,4 +32,6 @@ def few_shot(dataset: Spec, per_class: int, seed: int = 0) -> DomainPair:
         source=Subset(pair.target_train, chosen),
         source_eval=Subset(target, chosen),
         source_origin=f"the {per_class} labelled target samples per class of {pair.task}",
+        source_test=None,  # the original source's test set is no test of this "source"
+        source_test_origin=None,
     )

@@ -7,7 +7,10 @@ Two layouts, as the published protocols use them:
   class count;
 - file lists: lines ``<path relative to the benchmark folder> <label>`` (``file_lists:
   {source: ..., target: ...}``, paths relative to the benchmark folder), as DomainNet's
-  ``<domain>_train.txt``/``<domain>_test.txt`` and the Transfer-Learning-Library's image lists.
+  ``<domain>_train.txt``/``<domain>_test.txt`` and the Transfer-Learning-Library's image lists;
+  the optional keys ``target_test`` (the images every target accuracy is measured on, instead of
+  the target list) and ``source_test`` (the source validation set, instead of a hold-out of the
+  source list) state a train/test protocol, such as DomainNet's.
 
 Transforms are the standard ones: training resize to 256x256, random crop 224, horizontal flip;
 evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: symmetric``
@@ -224,16 +227,25 @@ def image_benchmark(
         f"put {benchmark.title} there (one folder per domain), or set "
         "data.dataset.download: true to download it",
     )  # fmt: skip
+    source_test_samples = source_test_origin = None
     if file_lists:
-        unknown = set(file_lists) - {"source", "target", "target_test"}
+        unknown = set(file_lists) - {"source", "target", "source_test", "target_test"}
         if unknown or not {"source", "target"} <= set(file_lists):
-            raise DalibError("file_lists takes the keys source, target and optionally target_test")
+            raise DalibError(
+                "file_lists takes the keys source, target and optionally source_test, target_test"
+            )
         lists = {k: require(base / v, root, "check file_lists") for k, v in file_lists.items()}
+        samples = {k: list_samples(v, base, benchmark.num_classes) for k, v in lists.items()}
         source_origin = str(lists["source"])
-        source_samples = list_samples(lists["source"], base, benchmark.num_classes)
-        target_samples = list_samples(lists["target"], base, benchmark.num_classes)
-        test_samples = (list_samples(lists["target_test"], base, benchmark.num_classes)
-                        if "target_test" in lists else target_samples)  # fmt: skip
+        source_samples, target_samples = samples["source"], samples["target"]
+        test_samples = samples.get("target_test", target_samples)
+        if "source_test" in lists:
+            source_test_samples = samples["source_test"]
+            source_test_origin = f"source_test list {lists['source_test']}"
+        if "target_test" in lists:
+            target_test_origin = f"target_test list {lists['target_test']}"
+        else:
+            target_test_origin = f"target list {lists['target']} (the images adapted to)"
     else:
         source_dir = class_folders(require(base / benchmark.domains[s], root, "check the domain"))
         target_dir = class_folders(require(base / benchmark.domains[t], root, "check the domain"))
@@ -241,10 +253,15 @@ def image_benchmark(
         classes = shared_classes(source_dir, target_dir, benchmark)
         source_samples = folder_samples(source_dir, classes)
         target_samples = test_samples = folder_samples(target_dir, classes)
+        target_test_origin = f"target folder {target_dir} (the images adapted to)"
     if skip_corrupt:
+        same = test_samples is target_samples
         source_samples, target_samples = readable(source_samples), readable(target_samples)
-        test_samples = target_samples if not file_lists else readable(test_samples)
+        test_samples = target_samples if same else readable(test_samples)
+        if source_test_samples is not None:
+            source_test_samples = readable(source_test_samples)
     train_tf, eval_tf = (image_transform(train, resize, crop, normalize) for train in (True, False))
+    source_test = None if source_test_samples is None else ImageList(source_test_samples, eval_tf)
     return DomainPair(
         benchmark=name,
         task=f"{s}->{t}",
@@ -256,6 +273,9 @@ def image_benchmark(
         target_eval=ImageList(target_samples, eval_tf),
         in_memory=False,
         source_origin=source_origin,
+        source_test=source_test,
+        source_test_origin=source_test_origin,
+        target_test_origin=target_test_origin,
     )
 
 
@@ -287,7 +307,23 @@ def _register(name: str) -> None:
             download,
         )
 
-    factory.__doc__ = f"{benchmark.title}: {', '.join(benchmark.domains.values())}."
+    domains = ", ".join(f"{k} ({v})" for k, v in benchmark.domains.items())
+    factory.__doc__ = f"""{benchmark.title}, {benchmark.num_classes} classes: domains {domains}.
+
+    Args:
+        source: the labelled source domain, by short or folder name.
+        target: the target domain adapted to (labels hidden in training).
+        root: the data folder (default ``$DALIB_DATA``, else ``~/.cache/dalib``).
+        file_lists: image lists instead of class folders, paths relative to the benchmark
+            folder: ``source``, ``target`` and optionally ``target_test`` (what every target
+            accuracy is measured on; default the target list) and ``source_test`` (the source
+            validation set; default a hold-out of the source list).
+        resize: the side images are resized to.
+        crop: the side of the (random in training, centre in evaluation) crop.
+        normalize: ``imagenet`` statistics, or ``symmetric`` ((p - 128) / 128).
+        skip_corrupt: leave unreadable images out (each named in a warning) instead of stopping.
+        download: fetch the benchmark's archives into the data folder first.
+    """
     DATASETS.register(name)(factory)
 
 

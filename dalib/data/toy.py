@@ -61,6 +61,7 @@ def rotated_moons(
         target_train=_tensors(x_t[:n_target], y_t[:n_target]),
         target_test=_tensors(x_t[n_target:], y_t[n_target:]),
         num_classes=2,
+        target_test_origin=f"{n_test} target samples drawn apart from the training ones",
     )
 
 
@@ -96,4 +97,5 @@ def shifted_blobs(
         target_train=_tensors(x_t[:n_target], y_t[:n_target]),
         target_test=_tensors(x_t[n_target:], y_t[n_target:]),
         num_classes=num_classes,
+        target_test_origin=f"{n_test} target samples drawn apart from the training ones",
     )

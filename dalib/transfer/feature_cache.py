@@ -72,7 +72,8 @@ def cached_features(
     cache_dir: str | None = None,
     batch_size: int = 256,
 ) -> DomainPair:
-    """``dataset``'s source, target and target test samples as features of a frozen ``backbone``.
+    """``dataset``'s samples (source, target, target test, any source test) as features of a frozen
+    ``backbone``; what the run record says of the dataset (its splits, label mapping) is kept.
 
     ``backbone``: a backbone spec, e.g. ``{name: mobilenet_v2, checkpoint: <state_dict>}``;
     ``checkpoint``: a dalib ``.ckpt`` whose backbone weights replace the spec's (a network
@@ -87,6 +88,8 @@ def cached_features(
         "target_train": pair.target_eval if pair.target_eval is not None else pair.target_train,
         "target_test": pair.target_test,
     }
+    if pair.source_test is not None:
+        parts["source_test"] = pair.source_test
     holder = nn.Module()
     holder.backbone = BACKBONES.build(backbone, input_shape=tuple(parts["source"][0][0].shape))
     if checkpoint is not None:
@@ -116,4 +119,11 @@ def cached_features(
         target_train=BatchedTensorDataset(*cached["target_train"]),
         target_test=BatchedTensorDataset(*cached["target_test"]),
         num_classes=pair.num_classes,
+        source_origin=pair.source_origin,
+        source_test=BatchedTensorDataset(*cached["source_test"])
+        if "source_test" in cached
+        else None,
+        source_test_origin=pair.source_test_origin,
+        target_test_origin=pair.target_test_origin,
+        label_mapping=pair.label_mapping,
     )

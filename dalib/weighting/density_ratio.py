@@ -52,7 +52,12 @@ def median_bandwidth(X: np.ndarray) -> float:
 
 
 class DensityRatioEstimator(BaseEstimator):
-    """Base class: ``fit(X_s, X_t)``, then ``predict_weights(X)``; subclasses give ``_ratio``."""
+    """Base class: ``fit(X_s, X_t)``, then ``predict_weights(X)``; subclasses give ``_ratio``.
+
+    As scikit-learn requires, each constructor names every parameter (the post-processing ones
+    included) and only stores them, so ``get_params``, ``set_params`` and ``sklearn.base.clone``
+    see them all.
+    """
 
     min_target = 2
 
@@ -116,8 +121,15 @@ class ClassifierRatio(DensityRatioEstimator):
     logistic regression by default.
     """
 
-    def __init__(self, classifier=None, **options):
-        super().__init__(**options)
+    def __init__(
+        self,
+        classifier=None,
+        *,
+        alpha: float = 1.0,
+        clip: float | None = None,
+        normalize: bool = True,
+    ):
+        super().__init__(alpha=alpha, clip=clip, normalize=normalize)
         self.classifier = classifier
 
     def _fit(self, X_s, X_t):
@@ -155,12 +167,15 @@ class KMM(DensityRatioEstimator):
         self,
         sigma: float | None = None,
         B: float = 1000.0,
-        eps=None,
+        eps: float | None = None,
         max_samples: int | None = 200,
         seed: int = 0,
-        **options,
+        *,
+        alpha: float = 1.0,
+        clip: float | None = None,
+        normalize: bool = True,
     ):
-        super().__init__(**options)
+        super().__init__(alpha=alpha, clip=clip, normalize=normalize)
         self.sigma = sigma
         self.B = B
         self.eps = eps
@@ -221,8 +236,17 @@ class KMM(DensityRatioEstimator):
 class _KernelRatio(DensityRatioEstimator):
     """``w(x) = Σ_l α_l k(x, c_l)`` with Gaussian kernels centred on target samples."""
 
-    def __init__(self, sigma: float | None = None, n_centers: int = 100, seed: int = 0, **options):
-        super().__init__(**options)
+    def __init__(
+        self,
+        sigma: float | None = None,
+        n_centers: int = 100,
+        seed: int = 0,
+        *,
+        alpha: float = 1.0,
+        clip: float | None = None,
+        normalize: bool = True,
+    ):
+        super().__init__(alpha=alpha, clip=clip, normalize=normalize)
         self.sigma = sigma
         self.n_centers = n_centers
         self.seed = seed
@@ -247,8 +271,20 @@ class KLIEP(_KernelRatio):
     Solved by projected gradient ascent on ``α ≥ 0`` with the normalisation as a projection.
     """
 
-    def __init__(self, max_iter: int = 2000, lr: float = 1e-3, tol: float = 1e-8, **options):
-        super().__init__(**options)
+    def __init__(
+        self,
+        max_iter: int = 2000,
+        lr: float = 1e-3,
+        tol: float = 1e-8,
+        sigma: float | None = None,
+        n_centers: int = 100,
+        seed: int = 0,
+        *,
+        alpha: float = 1.0,
+        clip: float | None = None,
+        normalize: bool = True,
+    ):
+        super().__init__(sigma, n_centers, seed, alpha=alpha, clip=clip, normalize=normalize)
         self.max_iter = max_iter
         self.lr = lr
         self.tol = tol
@@ -283,8 +319,18 @@ class ULSIF(_KernelRatio):
     ``α = max(0, (K_sᵀK_s/n_s + λI)⁻¹ mean_t K_t)`` with ridge ``lam``.
     """
 
-    def __init__(self, lam: float = 1e-3, **options):
-        super().__init__(**options)
+    def __init__(
+        self,
+        lam: float = 1e-3,
+        sigma: float | None = None,
+        n_centers: int = 100,
+        seed: int = 0,
+        *,
+        alpha: float = 1.0,
+        clip: float | None = None,
+        normalize: bool = True,
+    ):
+        super().__init__(sigma, n_centers, seed, alpha=alpha, clip=clip, normalize=normalize)
         self.lam = lam
 
     def _fit(self, X_s, X_t):

@@ -1,0 +1,115 @@
+"""ADDA: Adversarial Discriminative Domain Adaptation (Tzeng, Hoffman, Saenko and Darrell,
+CVPR 2017)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dalib.errors import DalibError
+from dalib.network import Network
+from dalib.objective import Objective, weighted_cross_entropy
+from dalib.schemes.base import SCHEMES, log_terms
+from dalib.schemes.standard import Standard
+
+if TYPE_CHECKING:
+    from dalib.module import DomainAdaptationModule
+    from dalib.objective import Batch
+
+SOURCE_PARTS = ("backbone", "bottleneck", "head")
+
+
+@SCHEMES.register("adda")
+class AdversarialDiscriminativeAdaptation(Standard):
+    """Two phases in one run, switched at ``source_fraction`` of the training steps:
+
+    1. **Source model**: the source encoder (``backbone`` → ``bottleneck``) and the classifier
+       ``head`` minimise the source cross-entropy; the target encoder (the network's
+       ``unshared`` ``target_backbone``) is kept a copy of the source backbone.
+    2. **Adaptation**: at the switch the target encoder starts from the source backbone; the
+       source encoder and the classifier are then frozen (no gradient, BatchNorm in eval mode),
+       and the discriminator of the ``discrepancy`` (``dann``) learns to separate ``f_s``, from
+       the frozen source encoder, and ``f_t = bottleneck(target_backbone(x_t))``, while the
+       target encoder learns to make it call ``f_t`` source. Target samples are then
+       classified by the frozen head on ``f_t``.
+
+    ``source_fraction: 0`` skips phase 1, for a model whose source parts come from
+    ``init_from`` (a source-only run's checkpoint, ``init_modules: [backbone, bottleneck,
+    head]``). The phase follows from the global step, so a resumed run is in the same phase.
+    ADDA's losses have no weight: ``gamma`` is not used.
+    The losses are the paper's inverted-label ones (:meth:`adversarial_losses`), one SGD over
+    the target encoder and the discriminator; the Transfer-Learning-Library
+    (``examples/.../adda.py:111-123``) freezes the source model likewise but trains through a
+    gradient-reversal layer. Unlike both, the bottleneck is shared and frozen: only the
+    backbone is the target's own.
+    """
+
+    def __init__(self, network: Network, objective: Objective, source_fraction: float = 0.5):
+        super().__init__()
+        if not (math.isfinite(source_fraction) and 0 <= source_fraction < 1):
+            raise DalibError(f"adda's source_fraction must be in [0, 1), got {source_fraction}")
+        if network.target_backbone is None:
+            raise DalibError("adda trains a target encoder of its own: set model.unshared: 0.0")
+        if not isinstance(getattr(objective.discrepancy, "discriminator", None), nn.Module):
+            raise DalibError("adda needs a domain discriminator: set model.discrepancy: dann")
+        extras = {
+            "target_loss": objective.target_loss,
+            "regularisers": len(objective.regularisers) or None,
+            "l2_sp": objective.start_weights,
+            "distillation": objective.distillation,
+        }
+        used = [name for name, value in extras.items() if value is not None]
+        if used:
+            raise DalibError(f"the adda scheme would ignore model.{used[0]}; remove it")
+        self.source_fraction = float(source_fraction)
+
+    @staticmethod
+    def adversarial_losses(
+        adversarial: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ADDA's two losses (Tzeng et al. 2017, eq. 8-9, the "GAN" inverted-label form):
+        the discriminator's ``½[BCE(d(f_s), 1) + BCE(d(f_t), 0)]`` on detached features (it
+        trains only ``d``), and the target encoder's ``BCE(d(f_t), 1)`` through a copy of
+        ``d``'s parameters without gradient (it trains only the encoder)."""
+        d = adversarial.discriminator
+        critic = adversarial(f_s.detach(), f_t.detach())
+        frozen = {name: p.detach() for name, p in d.named_parameters()}
+        logits = torch.func.functional_call(d, frozen, (f_t,)).squeeze(1)
+        encoder = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return critic, encoder
+
+    def switch_step(self, module: DomainAdaptationModule) -> int:
+        """The first step of phase 2."""
+        return round(self.source_fraction * module.trainer.estimated_stepping_batches)
+
+    def training_step(
+        self, module: DomainAdaptationModule, batch: Batch, batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        network, (x_s, y_s) = module.network, batch["source"][:2]
+        switch = self.switch_step(module)
+        if module.global_step <= switch:  # phase 1, and the switch: the target encoder follows
+            network.target_backbone.load_state_dict(network.backbone.state_dict())
+        if module.global_step < switch:
+            logits_s = network.head(network.features(x_s, "source"))
+            w_s = module.objective.batch_source_weights(batch)
+            terms = {"loss": weighted_cross_entropy(logits_s, y_s, w_s)}
+            terms["source_ce"] = terms["loss"]
+        else:
+            for part in SOURCE_PARTS:
+                getattr(network, part).eval().requires_grad_(False)
+            with torch.no_grad():
+                f_s = network.features(x_s, "source")
+                logits_s = network.head(f_s)
+            f_t = network.features(batch["target"][0], "target")
+            critic, encoder = self.adversarial_losses(module.objective.discrepancy, f_s, f_t)
+            terms = {"loss": critic + encoder, "discrepancy": critic, "encoder_loss": encoder}
+            # the frozen classifier's source loss: logged in both phases, so that a run resumed
+            # in phase 2 logs the same terms as one that went through phase 1
+            terms["source_ce"] = F.cross_entropy(logits_s, y_s)
+        module.train_source_acc.add(logits_s.detach(), y_s)
+        log_terms(module, {name: v.detach() for name, v in terms.items()}, len(x_s))
+        return {"loss": terms.pop("loss"), **{name: v.detach() for name, v in terms.items()}}
