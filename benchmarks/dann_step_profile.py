@@ -1,9 +1,10 @@
 """Where a DANN training step's CPU time goes: Office-Caltech10 SURF A→W, the shipped config.
 
-Runs ``dalib fit -c experiments/office_caltech/dann.yaml`` in this process (2 epochs of 50
-steps, no logger, no checkpoints, one torch thread) with Python's profiler on thread CPU time
-from the first to the last training batch, and groups each function's own time by where its
-code lives: torch's operators (C++), torch's Python, Lightning, torchmetrics, dalib, the rest.
+Runs ``dalib fit`` of ``experiments/office_caltech/{protocol,methods/dann}.yaml`` in this process
+(2 epochs of 50 steps, no logger, no checkpoints, one torch thread) with Python's profiler on
+thread CPU time from the first to the last training batch, and groups each function's own time
+by where its code lives: torch's operators (C++), torch's Python, Lightning, torchmetrics, dalib,
+the rest.
 The profiler's per-call overhead inflates the Python rows; the shares say where to look, the
 per-step total is an upper bound.
 
@@ -94,7 +95,9 @@ def main() -> None:
         [
             "fit",
             "-c",
-            str(REPO / "experiments/office_caltech/dann.yaml"),
+            str(REPO / "experiments/office_caltech/protocol.yaml"),
+            "-c",
+            str(REPO / "experiments/office_caltech/methods/dann.yaml"),
             f"--trainer.max_epochs={EPOCHS}",
             "--trainer.logger=false",
             "--trainer.enable_checkpointing=false",
@@ -135,7 +138,8 @@ def main() -> None:
         "# A DANN training step's CPU time, by where the code lives",
         "",
         f"Command: `{result['command']}` (torch {torch.__version__}, one thread). Office-Caltech10 "
-        f"SURF A→W with `experiments/office_caltech/dann.yaml`, {steps} steps profiled "
+        "SURF A→W with `experiments/office_caltech/{protocol,methods/dann}.yaml`, "
+        f"{steps} steps profiled "
         "(cProfile on thread CPU time, which inflates Python code): "
         f"{result['cpu_ms_per_step']:.1f} ms per step including validation between epochs. "
         "Measured on a loaded 2-core machine.",

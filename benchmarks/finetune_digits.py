@@ -2,10 +2,11 @@
 pretrained on MNIST, and semi-supervised DANN from the same pretrained LeNet.
 
 Every run is a real ``dalib fit`` of a committed config; the pretraining too (source-only LeNet
-on MNIST, ``experiments/digits/source_only.yaml`` shortened). The three methods see the same
-100 labelled USPS training samples (``few_shot`` and ``target_labels_per_class`` with split seed
-0). Model selection: the model after the last step (``selection: last``), so no target label
-other than the 100 chooses anything. Writes ``benchmarks/results/finetune_digits.{md,json}``.
+on MNIST: ``experiments/digits/protocol.yaml`` with ``methods/source_only.yaml``, shortened). The
+three methods see the same 100 labelled USPS training samples (``few_shot`` and
+``target_labels_per_class`` with split seed 0). Model selection: the model after the last step
+(``selection: last``), so no target label other than the 100 chooses anything. Writes
+``benchmarks/results/finetune_digits.{md,json}``.
 Needs MNIST and USPS under ``$DALIB_DATA``. Usage::
 
     DALIB_DATA=../shared/data python benchmarks/finetune_digits.py [--seeds 0 1 ...]
@@ -70,8 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        source_only = EXPERIMENTS / "digits" / "source_only.yaml"
-        pretrained = fit(source_only, Path(tmp) / "pretrain", *PRETRAIN)
+        digits = EXPERIMENTS / "digits"
+        source_only = ["-c", str(digits / "methods" / "source_only.yaml"), *PRETRAIN]
+        pretrained = fit(digits / "protocol.yaml", Path(tmp) / "pretrain", *source_only)
         for seed in args.seeds:
             for name, (config, overrides) in methods(pretrained["checkpoint"]).items():
                 run_dir = Path(tmp) / f"run{len(records)}"
@@ -85,7 +87,8 @@ def main() -> None:
         "# Few target labels: fine-tuning vs from scratch vs semi-supervised DA (MNIST→USPS)\n\n"
         f"Produced by `{COMMAND}` (configs: `experiments/transfer/digits_few_shot.yaml`,\n"
         "`experiments/transfer/digits_semisup_dann.yaml`; pretraining:\n"
-        f"`experiments/digits/source_only.yaml {' '.join(PRETRAIN)}`, run once, seed 0).\n\n"
+        "`experiments/digits/protocol.yaml -c experiments/digits/methods/source_only.yaml\n"
+        f"{' '.join(PRETRAIN)}`, run once, seed 0).\n\n"
         "USPS test accuracy (%, 2,007 images). All three methods use the same 100 labelled USPS\n"
         "training images (10 per class, split seed 0); from scratch and fine-tuning train on\n"
         "them alone (90 train, 10 held out), 3 epochs of 100 steps of 32; semi-supervised DANN\n"

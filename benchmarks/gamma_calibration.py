@@ -120,7 +120,7 @@ def markdown(rows: list[dict[str, Any]], command: str, counts: dict[str, int]) -
         + ", ".join(f"{k} {v}" for k, v in counts.items())
         + ".",
         "",
-        "Hand-set: the committed configs' γ (`experiments/office_caltech/dan.yaml` γ = 1, "
+        "Hand-set: the committed configs' γ (`experiments/office_caltech/methods/dan.yaml` γ = 1, "
         "`coral.yaml` γ = 10). Calibrated: `gamma: {name: balanced, ratio: 1.0}` (γ₀ measured on "
         "the first 10 batches so that the discrepancy's gradient on the features is as large as "
         "the source loss's; constant, as the hand-set γ). Accuracy: target accuracy (%) of the "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import yaml
+from jsonargparse.typing import Path_fr
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_only
@@ -84,10 +85,12 @@ class DalibCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.add_argument(
             "--reference",
-            type=dict | None,
+            type=dict | Path_fr | None,
             default=None,
             help="the published number this config reproduces: {source: 'paper, table', "
-            "target_acc: {'A->B': 91.7, ...}} (percent); `dalib report` shows it beside ours",
+            "target_acc: {'A->B': 91.7, ...}} (percent), or a reference table, a YAML file "
+            "{method: {source: ..., target_acc: ...}} (relative to the config file naming it) "
+            "whose entry for model.method the run records; `dalib report` shows it beside ours",
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -191,7 +194,9 @@ class DalibCLI(LightningCLI):
             "task": self.datamodule.task,
             **self.datamodule.record(),  # where source_val_acc and target_acc come from
             "seed": self.config[self.subcommand].seed_everything,
-            "reference": self.config[self.subcommand].get("reference"),
+            "reference": reference_entry(
+                self.config[self.subcommand].get("reference"), self.model.method
+            ),
             **fields,
             "metrics": self.metrics(),
             "versions": library_versions(),
@@ -201,6 +206,17 @@ class DalibCLI(LightningCLI):
         path = (folder or run_directory(self.trainer)) / file_name
         write_json_atomic(path, record)
         print(f"dalib: wrote {path}")
+
+
+def reference_entry(reference: dict | Path_fr | None, method: str | None) -> dict | None:
+    """The published number a run records: ``--reference`` itself, or, where it names a
+    reference table, that table's entry for ``method`` (None where the table has none)."""
+    if reference is None or isinstance(reference, dict):
+        return reference
+    table = yaml.safe_load(Path(reference.absolute).read_text())
+    if not isinstance(table, dict):
+        raise DalibError(f"reference table {reference.absolute}: not a mapping of methods")
+    return table.get(method)
 
 
 def callback_of(trainer, kind: type[T]) -> T:

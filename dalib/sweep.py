@@ -4,6 +4,9 @@ A sweep file::
 
     output: runs/sweeps/toy          # where every run gets its own folder
     methods: [experiments/toy/source_only.yaml, experiments/toy/dann.yaml]
+    # or composed: a list of config files per method, applied in order (``-c`` each); the
+    # method is named after the last file
+    # methods: [[experiments/digits/protocol.yaml, experiments/digits/methods/dann.yaml]]
     tasks: {rot35: {data.dataset: {name: moons, angle: 35}}}   # optional named overrides
     method_overrides: {dann: {model.lr: 0.03}}                 # one method's own, over its tasks'
     seeds: [0, 1, 2]
@@ -77,10 +80,11 @@ DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 
 @dataclass(frozen=True)
 class Run:
-    """One ``dalib fit``: a method config, its overrides (dotted keys) and a seed."""
+    """One ``dalib fit``: a method's config files (``-c`` in order), its overrides (dotted
+    keys) and a seed."""
 
     method: str
-    config: Path
+    configs: tuple[Path, ...]
     task: str
     params: dict[str, Any]
     seed: int
@@ -156,16 +160,10 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
     methods = spec.get("methods") or []
     if not methods:
         raise DalibError(f"{path}: 'methods' must list at least one config file")
-    configs = []
-    for method in methods:
-        config = Path(method) if Path(method).is_absolute() else path.parent / method
-        config = config if config.is_file() else Path(method)
-        if not config.is_file():
-            raise DalibError(f"{path}: method config {method} does not exist")
-        configs.append(config)
+    configs = [method_configs(path, method) for method in methods]
     tasks = spec.get("tasks") or {"default": {}}
     method_overrides = spec.get("method_overrides") or {}
-    check_keys(f"{path}: method_overrides", method_overrides, {c.stem for c in configs})
+    check_keys(f"{path}: method_overrides", method_overrides, {c[-1].stem for c in configs})
     grid = spec.get("grid") or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -184,19 +182,35 @@ def load_sweep(path: Path) -> tuple[dict[str, Any], list[Run]]:
         raise DalibError(f"{path}: seeds must list at least one seed")
     runs = [
         Run(
-            config.stem,
-            config,
+            files[-1].stem,
+            files,
             task,
             params,
             int(seed),
-            {**task_overrides, **method_overrides.get(config.stem, {})},
+            {**task_overrides, **method_overrides.get(files[-1].stem, {})},
         )
-        for config in configs
+        for files in configs
         for task, task_overrides in tasks.items()
         for params in points
         for seed in seeds
     ]
     return spec, runs
+
+
+def method_configs(path: Path, method: str | list[str]) -> tuple[Path, ...]:
+    """A ``methods`` entry's config files: one path, or a list composed in order; each
+    relative to the sweep file, else to the working directory."""
+    names = method if isinstance(method, list) else [method]
+    if not names or not all(isinstance(name, str) for name in names):
+        raise DalibError(f"{path}: a method is a config file or a list of config files")
+    files = []
+    for name in names:
+        config = Path(name) if Path(name).is_absolute() else path.parent / name
+        config = config if config.is_file() else Path(name)
+        if not config.is_file():
+            raise DalibError(f"{path}: method config {name} does not exist")
+        files.append(config)
+    return tuple(files)
 
 
 def run_arguments(
@@ -221,7 +235,8 @@ def run_arguments(
     settings["trainer"]["enable_progress_bar"] = False
     settings["seed_everything"] = run.seed
     (run_dir / "sweep_overrides.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    return ["fit", "-c", str(run.config), "-c", str(run_dir / "sweep_overrides.yaml")]
+    configs = [arg for config in run.configs for arg in ("-c", str(config))]
+    return ["fit", *configs, "-c", str(run_dir / "sweep_overrides.yaml")]
 
 
 def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
@@ -246,21 +261,26 @@ def prepare(run: Run, output: Path, spec: Mapping[str, Any]) -> list[str]:
 
 
 def run_inputs(run: Run, overrides: Mapping[str, Any]) -> str:
-    """What decides a run's numbers, as text: its method config and every override."""
+    """What decides a run's numbers, as text: its config files and every override."""
     settings = {**overrides, **run.overrides, **run.params, "seed": run.seed}
-    return run.config.read_text() + "\n# sweep settings\n" + yaml.safe_dump(settings)
+    texts = "\n".join(config.read_text() for config in run.configs)
+    return texts + "\n# sweep settings\n" + yaml.safe_dump(settings)
 
 
 def trainer_settings(run: Run, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's ``trainer:`` section: its config file's, under the sweep's overrides."""
-    try:
-        config = yaml.safe_load(run.config.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())
-        raise DalibError(f"cannot read method config {run.config}: {reason}") from error
-    trainer = config.get("trainer") if isinstance(config, dict) else None
+    """The run's ``trainer:`` section: its config files' (later ones over earlier ones),
+    under the sweep's overrides."""
+    settings: dict[str, Any] = {}
+    for file in run.configs:
+        try:
+            config = yaml.safe_load(file.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            reason = " ".join(str(error).split())
+            raise DalibError(f"cannot read method config {file}: {reason}") from error
+        trainer = config.get("trainer") if isinstance(config, dict) else None
+        settings.update(trainer if isinstance(trainer, dict) else {})
     swept = nested({**overrides, **run.overrides, **run.params}).get("trainer") or {}
-    return {**(trainer if isinstance(trainer, dict) else {}), **swept}
+    return {**settings, **swept}
 
 
 def devices_needed(run: Run, overrides: Mapping[str, Any], per_run: int) -> int:
@@ -376,8 +396,8 @@ def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int
     try:
         write_json_atomic(output / SWEEP_FILE, {
             "sweep": str(path), "spec": spec,
-            "runs": [{"id": r.run_id, "config": str(r.config), "params": r.params, "seed": r.seed}
-                     for r in runs],
+            "runs": [{"id": r.run_id, "configs": [str(c) for c in r.configs],
+                      "params": r.params, "seed": r.seed} for r in runs],
         })  # fmt: skip
     except OSError as error:
         raise DalibError(f"cannot write the sweep's output folder {output}: {error}") from error

@@ -50,7 +50,8 @@ def resolve(method: str) -> DalibCLI:
         warnings.simplefilter("ignore")
         cli = DalibCLI(
             DomainAdaptationModule, DomainDataModule, run=False,
-            args=["-c", str(REPO / "experiments" / "digits" / f"{method}.yaml"),
+            args=["-c", str(REPO / "experiments" / "digits" / "protocol.yaml"),
+                  "-c", str(REPO / "experiments" / "digits" / "methods" / f"{method}.yaml"),
                   "--trainer.logger=false"],
         )  # fmt: skip
     cli.datamodule.setup("fit")

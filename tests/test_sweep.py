@@ -69,6 +69,33 @@ def test_method_overrides_beat_task_overrides_for_that_method_only(tmp_path):
         load_sweep(bad)
 
 
+def test_a_composed_method_runs_its_config_files_in_order_and_resumes_only_unchanged(tmp_path):
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text("trainer: {max_epochs: 3}\nmodel: {lr: 0.05}\n")
+    path = sweep_file(
+        tmp_path,
+        methods=[["protocol.yaml", str(TOY / "dann.yaml")], str(TOY / "source_only.yaml")],
+        method_overrides={"dann": {"model.gamma": 0.5}},
+    )
+    spec, (dann, source_only) = load_sweep(path)
+    assert (dann.method, dann.configs) == ("dann", (protocol, TOY / "dann.yaml"))
+    assert dann.overrides == {"model.gamma": 0.5} and source_only.configs == (
+        TOY / "source_only.yaml",
+    )
+    output = tmp_path / "out"
+    arguments = prepare(dann, output, spec)
+    assert arguments[:5] == ["fit", "-c", str(protocol), "-c", str(TOY / "dann.yaml")]
+    checkpoint = output / dann.run_id / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"step 10")
+    assert prepare(dann, output, spec)[-1] == str(checkpoint)  # unchanged files: resume
+    protocol.write_text("trainer: {max_epochs: 3}\nmodel: {lr: 0.5}\n")
+    assert "--ckpt_path" not in prepare(dann, output, spec)  # the protocol changed: start over
+    bad = sweep_file(tmp_path, "bad.yaml", methods=[["protocol.yaml", "missing.yaml"]])
+    with pytest.raises(DalibError, match=r"method config missing\.yaml does not exist"):
+        load_sweep(bad)
+
+
 def test_random_search_is_seeded_per_parameter_name(tmp_path):
     space = {"model.lr": {"log_uniform": [1e-3, 1e-1]}}
     one = sweep_file(tmp_path, "a.yaml", methods=[str(TOY / "dann.yaml")],

@@ -86,7 +86,7 @@ class MarginDisparityDiscrepancy(Discrepancy):
     reverse the gradient with a coefficient that rises to 0.1 while f' is trained at full weight,
     so the features get a tenth of the adversarial signal. dalib's γ(t) scales f' and the features
     together; ``grl_coeff`` is the ratio between them, and the objective's ``reversal`` schedule
-    warms the features' share up as those references do (``experiments/digits/mdd.yaml``).
+    warms the features' share up as those references do (``experiments/digits/methods/mdd.yaml``).
     """
 
     needs_logits = True
