@@ -94,7 +94,7 @@ class CollapseGuard(Callback):
         train_acc = trainer.callback_metrics.get("train/source_acc")
         train_acc = None if train_acc is None else float(train_acc)
         found = collapse_signs(sums, train_acc, self.learned)
-        self.learned = self.learned or learned(*source_accuracy(sums))
+        self.learned = self.learned or learned_now(sums, train_acc)
         if not found:
             return
         step, epoch = trainer.global_step, trainer.current_epoch
@@ -142,6 +142,14 @@ def source_accuracy(sums: dict[str, torch.Tensor]) -> tuple[float, float]:
     return float(sums["source_correct"] / labels.sum()), float(labels.max() / labels.sum())
 
 
+def learned_now(sums: dict[str, torch.Tensor], train_acc: float | None) -> bool:
+    """Whether the model has learned the source: its source validation accuracy, or without
+    held-out source data (``data.val_fraction: 0``) its training accuracy against 1/classes."""
+    if "source_labels" in sums:
+        return learned(*source_accuracy(sums))
+    return learned(train_acc, 1.0 / len(sums["target_predicted"]))
+
+
 def collapse_signs(
     sums: dict[str, torch.Tensor], train_acc: float | None, learned_before: bool = False
 ) -> dict[str, str]:
@@ -164,15 +172,16 @@ def collapse_signs(
             f"the features' variance is {share:.2g} of their mean square (below "
             f"{FEATURE_VARIANCE:g}: every input maps to about the same point)"
         )
-    accuracy, chance = source_accuracy(sums)
-    if accuracy <= chance + CHANCE_MARGIN and learned(train_acc, chance):
-        found["source accuracy"] = (
-            f"source validation accuracy {accuracy:.3f} is at chance ({chance:.3f}, the "
-            f"majority class) while training accuracy is {train_acc:.3f}"
-        )
+    if "source_labels" in sums:  # absent without held-out source data
+        accuracy, chance = source_accuracy(sums)
+        if accuracy <= chance + CHANCE_MARGIN and learned(train_acc, chance):
+            found["source accuracy"] = (
+                f"source validation accuracy {accuracy:.3f} is at chance ({chance:.3f}, the "
+                f"majority class) while training accuracy is {train_acc:.3f}"
+            )
     predicted = sums["target_predicted"]
     enough = predicted.sum() >= MIN_TARGET_SAMPLES
-    has_learned = learned_before or learned(accuracy, chance)
+    has_learned = learned_before or learned_now(sums, train_acc)
     if enough and has_learned and int((predicted > 0).sum()) == 1:
         found["target predictions"] = (
             f"all {int(predicted.sum())} unlabelled target samples are predicted as class "

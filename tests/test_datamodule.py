@@ -75,6 +75,14 @@ def test_source_validation_is_held_out_and_evaluation_covers_the_target_test_spl
     ]
 
 
+def test_val_fraction_zero_trains_on_all_the_source_and_validates_on_none():
+    dm = make(val_fraction=0.0)
+    assert sorted(dm.splits["source_train"].indices) == list(range(len(dm.pair.source)))
+    source_loader, target_loader, _ = dm.val_dataloader()
+    assert len(source_loader.dataset) == 0 and list(source_loader) == []
+    assert sum(len(x) for x, _ in target_loader) == len(dm.pair.target_test)
+
+
 def test_selection_sees_target_training_samples_without_labels():
     dm = make(selection_samples=50)
     (unlabelled_loader,) = dm.val_dataloader()[2:]
@@ -101,6 +109,7 @@ def test_mismatched_input_shapes_are_refused():
         ({"dataset": {"name": "moons", "angel": 3}}, "unknown option 'angel'"),
         ({"batch_size": 0}, "batch sizes must be >= 1"),
         ({"val_fraction": 1.0}, "val_fraction must be in"),
+        ({"val_fraction": -0.1}, r"val_fraction must be in \[0, 1\)"),
     ],
 )
 def test_bad_data_configuration_names_what_to_fix(kwargs, message):

@@ -1,7 +1,9 @@
 """Label-free model-selection scores: values against independent computations, known answers."""
 
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from dalib.selection.scores import (
     proxy_a_distance,
     soft_neighbourhood_density,
 )
+from dalib.selection.tracker import TARGET_TEST, TARGET_UNLABELLED, SelectionTracker
 from tests.conftest import TOY, only_result, run_dalib
 
 
@@ -205,3 +208,47 @@ def test_without_record_scores_only_the_selected_score_is_computed(tmp_path):
     for key in ("target_acc", "selected_epoch", "last_target_acc", "oracle_target_acc"):
         assert selected[key] == every[key], key
     assert selected["selections"]["entropy"] == every["selections"]["entropy"]
+
+
+def test_without_held_out_source_data_the_source_scores_are_unavailable_with_the_reason():
+    # data.val_fraction: 0 leaves the source validation loader empty: no batch reaches the tracker
+    rng = np.random.default_rng(3)
+    logits, features = (
+        torch.tensor(rng.normal(size=(40, 3))),
+        torch.tensor(rng.normal(size=(40, 4))),
+    )
+    labels = torch.tensor(rng.integers(0, 3, 40))
+    tracker, logged = SelectionTracker(), {}
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, global_step=10)
+    module = SimpleNamespace(log_dict=logged.update)
+    tracker.on_validation_epoch_start(trainer, module)
+    batch = {"logits": logits, "labels": labels, "features": features}
+    for loader in (TARGET_TEST, TARGET_UNLABELLED):
+        tracker.on_validation_batch_end(trainer, module, batch, None, 0, loader)
+    with pytest.warns(UserWarning, match="cannot be computed"):
+        tracker.on_validation_epoch_end(trainer, module)
+    needs_source = {"source_acc", "iwcv", "dev", "rv"}
+    assert set(tracker.unavailable) == needs_source
+    assert all("data.val_fraction is 0" in why for why in tracker.unavailable.values())
+    (entry,) = tracker.history
+    assert all(math.isnan(entry[name]) for name in needs_source)
+    p = softmax(logits.numpy(), axis=1)
+    assert entry["entropy"] == pytest.approx(-(p * np.log(p)).sum(1).mean(), rel=1e-6)
+    assert entry["target_acc"] == pytest.approx((logits.argmax(1) == labels).double().mean())
+    assert tracker.a_distance is None
+    assert set(tracker.choices()) == {"entropy", "snd", "last", "oracle"}
+
+
+@pytest.mark.slow
+def test_a_run_without_source_hold_out_selects_by_the_fallback_and_says_why(tmp_path):
+    args = ["fit", "-c", str(TOY / "source_only.yaml"), "--trainer.max_epochs=1",
+            "--data.val_fraction=0", "--model.selection=source_acc",
+            "--model.selection_fallback=last"]  # fmt: skip
+    run_dalib(args, tmp_path)
+    record = only_result(tmp_path)
+    assert record["selected_by"] == "last"
+    assert record["selection_fallback_reason"] == (
+        "source_acc could not be computed: no held-out source data (data.val_fraction is 0): "
+        "the score needs source labels"
+    )
+    assert set(record["selections"]) == {"entropy", "snd", "last", "oracle"}

@@ -102,10 +102,12 @@ class DomainDataModule(pl.LightningDataModule):
     - Training: ``iterations_per_epoch`` steps of one source and one target batch (the anchors
       define an "epoch" as a fixed number of iterations; by default, enough steps to see the
       larger training domain once). Both domains are drawn without replacement and cycle.
-    - Validation and test: loader 0 is a held-out split of the labelled source data (what
-      label-free model selection may use), or the dataset's source test set when it has one
-      (a ``source_test`` file); loader 1 is the target test split (evaluation only).
-      ``record()`` says where each comes from, for ``result.json``.
+    - Validation and test: loader 0 is a held-out split of the labelled source data,
+      ``val_fraction`` of it (what label-free model selection may use; ``val_fraction: 0`` trains
+      on all the source, as the Transfer-Learning-Library does, and leaves loader 0 empty, so the
+      scores that need held-out source data are recorded as unavailable), or the dataset's
+      source test set when it has one (a ``source_test`` file); loader 1 is the target test
+      split (evaluation only). ``record()`` says where each comes from, for ``result.json``.
       Validation has a loader 2: up to ``selection_samples`` target training samples, labels
       hidden, for the label-free selection scores (entropy, SND, and the density ratios of IWCV
       and DEV).
@@ -173,8 +175,10 @@ class DomainDataModule(pl.LightningDataModule):
             raise DalibError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
         if iterations_per_epoch is not None and iterations_per_epoch < 1:
             raise DalibError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
-        if not 0.0 < val_fraction < 1.0:
-            raise DalibError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DalibError(
+                f"val_fraction must be in [0, 1) (0: train on all the source), got {val_fraction}"
+            )
         if target_labels_per_class < 0:
             raise DalibError(f"target_labels_per_class must be >= 0, got {target_labels_per_class}")
         if selection_samples < 2:
@@ -283,7 +287,7 @@ class DomainDataModule(pl.LightningDataModule):
 
     def _hold_out(self, pair: DomainPair, generator: torch.Generator) -> tuple[Dataset, Dataset]:
         """``val_fraction`` of the source held out for validation, the rest for training."""
-        n_val = max(1, round(self.val_fraction * len(pair.source)))
+        n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * len(pair.source)))
         if n_val >= len(pair.source):
             raise DalibError(
                 f"the source set has {len(pair.source)} samples, too few to hold out "

@@ -63,7 +63,16 @@ class EvalOutputs:
         return domain_density_ratios(self.source_features, self.target_features)
 
 
+def require_source(out: EvalOutputs) -> None:
+    """Stop a score that needs held-out source data where there is none."""
+    if len(out.source_labels) == 0:
+        raise DalibError(
+            "no held-out source data (data.val_fraction is 0): the score needs source labels"
+        )
+
+
 def source_accuracy(out: EvalOutputs) -> float:
+    require_source(out)
     return (out.source_logits.argmax(1) == out.source_labels).float().mean().item()
 
 
@@ -123,6 +132,7 @@ def domain_density_ratios(
 
 
 def _weighted_losses(out: EvalOutputs) -> tuple[np.ndarray, np.ndarray]:
+    require_source(out)
     losses = F.cross_entropy(out.source_logits.double(), out.source_labels, reduction="none")
     weights = out.density_ratios
     return weights, weights * losses.numpy()
@@ -147,6 +157,7 @@ def reverse_validation(out: EvalOutputs) -> float:
     ``StandardScaler`` then ``LogisticRegression(C=1)`` (scikit-learn's L2-regularised
     multinomial log-loss, lbfgs), fitted on the unlabelled target split.
     """
+    require_source(out)
     if len(out.target_features) < 2:
         raise DalibError("reverse validation needs at least two target samples")
     pseudo = out.target_logits.argmax(1).numpy()

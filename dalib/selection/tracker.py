@@ -62,7 +62,10 @@ class SelectionTracker(Callback):
             self._outputs[dataloader_idx].append({k: v.cpu() for k, v in outputs.items()})
 
     def gathered(self, loader: int, key: str) -> torch.Tensor:
-        """The outputs of every batch, of every process under DDP."""
+        """The outputs of every batch, of every process under DDP; empty where the loader had
+        none (the source validation split with ``val_fraction: 0``, empty in every process)."""
+        if not self._outputs[loader]:
+            return torch.empty(0)
         return gather_evaluation(torch.cat([out[key] for out in self._outputs[loader]]))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
