@@ -10,15 +10,18 @@ from dalib.sweep import load_sweep
 from tests.conftest import REPO
 
 SWEEPS = REPO / "benchmarks" / "sweeps"
-METHODS = 13
+METHODS = 17
 
 
 @pytest.mark.parametrize(("benchmark", "tasks"), [("office31", 6), ("officehome", 12)])
 def test_the_image_sweeps_run_every_method_config_on_every_domain_pair(benchmark, tasks):
     spec, runs = load_sweep(SWEEPS / f"{benchmark}.yaml")
-    configs = sorted((REPO / "experiments" / benchmark).glob("*.yaml"))
-    assert len(configs) == METHODS
-    assert {run.config.resolve() for run in runs} == {c.resolve() for c in configs}
+    protocol = (REPO / "experiments" / benchmark / "protocol.yaml").resolve()
+    methods = sorted((REPO / "experiments" / benchmark / "methods").glob("*.yaml"))
+    assert len(methods) == METHODS
+    assert {tuple(c.resolve() for c in run.configs) for run in runs} == {
+        (protocol, m.resolve()) for m in methods
+    }
     pairs = {(r.overrides["data.dataset"]["source"], r.overrides["data.dataset"]["target"])
              for r in runs}  # fmt: skip
     assert len(pairs) == tasks and all(s != t for s, t in pairs)
@@ -35,7 +38,7 @@ def test_dry_run_prints_the_plan_and_publishes_each_table_with_its_planned_count
     for runs, output in re.findall(r"^benchmarks/sweeps/\S+: (\d+) runs into runs/sweeps/(\S+) ",
                                    out, re.M):  # fmt: skip
         planned[output] = planned.get(output, 0) + int(runs)
-    assert planned == {"digits_full": 24, "office31": 234, "officehome": 468}
+    assert planned == {"digits_full": 24, "office31": 306, "officehome": 612}
     published = re.findall(r"^would run: python benchmarks/publish\.py runs/sweeps/(\S+) .* "
                            r"--planned (\d+)$", out, re.M)  # fmt: skip
     assert {k: int(v) for k, v in published} == planned
