@@ -155,7 +155,10 @@ class Objective(nn.Module):
 
     def start(self, network: Network) -> None:
         """What a run starting from scratch takes as it starts: L2-SP's θ₀ (``network``'s
-        backbone now, after ``init_from``) and the distillation teacher (read from its file)."""
+        backbone now, after ``init_from``), the distillation teacher (read from its file) and a
+        target loss's teacher (``network``'s weights now)."""
+        if isinstance(self.target_loss, TeacherTargetLoss):
+            self.target_loss.start(network)
         if self.start_weights is not None:
             self.start_weights.take(network.backbone)
         if self.distillation is not None:

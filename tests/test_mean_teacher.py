@@ -62,6 +62,7 @@ def test_ema_update_averages_parameters_and_batchnorm_statistics():
 def test_the_teacher_starts_as_the_student_and_takes_one_update_per_optimiser_step():
     net = network()
     obj = objective(net)
+    sgd_step(net, obj)  # the weights a run starts from (init_from) after the teacher was built
     obj.start(net)
     teacher = obj.target_loss.teacher
     theta = [clone(net)]
@@ -117,8 +118,13 @@ def test_the_teacher_is_in_the_objectives_state_dict():
     obj = objective(net)
     sgd_step(net, obj)
     obj.before_batch(net, 1)
+    state = obj.state_dict()
+    assert "target_loss.teacher.head.weight" in state and "target_loss.step" in state
     restored = objective(network())
-    restored.load_state_dict(obj.state_dict())
+    restored.load_state_dict(state)
+    torch.testing.assert_close(
+        restored.target_loss.teacher.head.weight, obj.target_loss.teacher.head.weight
+    )
     for (key, a), b in zip(obj.state_dict().items(), restored.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=key)
     assert int(restored.target_loss.step) == 1
