@@ -194,11 +194,14 @@ def masked_consistency(
 
 @TARGET_LOSSES.register("mean_teacher")
 class MeanTeacher(TeacherTargetLoss):
-    """Mean Teacher (Tarvainen and Valpola, NeurIPS 2017) for domain adaptation as
-    self-ensembling (French, Mackiewicz and Fisher, ICLR 2018): the student's target
-    predictions are pulled toward those of a teacher whose weights are an exponential moving
-    average of the student's, ``masked_consistency`` (squared difference of the softmax
-    outputs, on the target samples the teacher is confident about).
+    """Mean Teacher / self-ensembling: consistency with an EMA teacher's target predictions.
+
+    Mean Teacher (Tarvainen and Valpola, NeurIPS 2017), for domain adaptation as self-ensembling
+    (French, Mackiewicz and Fisher, ICLR 2018): the student's target predictions are pulled
+    toward those of a teacher whose weights are an exponential moving average of the student's,
+    by ``masked_consistency`` (squared difference of the softmax outputs, on the target samples
+    the teacher is confident about). Its weight is ``lambda_t`` (``--unsup_weight`` 3 in French
+    et al.'s code); their class-balance term is not included.
 
     - The teacher is a copy of the network, built with it (so a checkpoint's weights fill it),
       set to the student's weights by ``start`` (after ``init_from``), then
@@ -212,10 +215,14 @@ class MeanTeacher(TeacherTargetLoss):
       runs the teacher in train mode on a differently augmented view; dalib's data modules
       deliver one view, so here the student (train mode: dropout, batch statistics) and the
       teacher differ by that mode and by the averaging, not by augmentation.
-    - Defaults are the reference code's (experiment_domainadapt_meanteacher.py options):
-      ``alpha`` 0.99 (``--teacher_alpha``), ``threshold`` 0.968 (``--confidence_thresh``
-      0.96837722; French et al., section 3.2, confidence thresholding). Its weight is
-      ``lambda_t`` (``--unsup_weight`` 3 there). Their class-balance term is not included.
+
+    Args:
+        network: the student, which the teacher copies (dalib passes it).
+        alpha: the EMA decay α in [0, 1); 0.99 is ``--teacher_alpha`` of French et al.'s code
+            (experiment_domainadapt_meanteacher.py).
+        threshold: the confidence τ in [0, 1) the teacher's top probability must exceed;
+            0.968 is that code's ``--confidence_thresh`` 0.96837722 (French et al., section
+            3.2, confidence thresholding); 0 is Mean Teacher's unmasked consistency.
     """
 
     def __init__(self, network: Network, alpha: float = 0.99, threshold: float = 0.968) -> None:
