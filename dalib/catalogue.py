@@ -35,7 +35,9 @@ KINDS: dict[str, Kind] = {
     "kernels": Kind("dalib.discrepancy", "KERNELS", "the kernel options of mmd and jmmd"),
     "backbones": Kind("dalib.models", "BACKBONES", "model.backbone", ("input_shape",)),
     "datasets": Kind("dalib.data", "DATASETS", "data.dataset", also=("dalib.transfer",)),
-    "target_losses": Kind("dalib.target_losses", "TARGET_LOSSES", "model.target_loss"),
+    "target_losses": Kind(
+        "dalib.target_losses", "TARGET_LOSSES", "model.target_loss", ("network",)
+    ),
     "schedules": Kind(
         "dalib.schedules", "SCHEDULES", "model.gamma, model.lambda_t, model.reversal"
     ),

@@ -206,6 +206,7 @@ class DomainAdaptationModule(pl.LightningModule):
         """The scheme's step(s) on one paired batch (``dalib.schemes``); a manual scheme must
         count exactly one optimiser step per batch, or max_steps would never (or too soon) end."""
         before = self.global_step
+        self.objective.before_batch(self.network, before)
         terms = self.scheme.training_step(self, batch, batch_idx)
         if self.scheme.manual and self.global_step != before + 1:
             raise DalibError(

@@ -5,7 +5,9 @@
 
 - ``L_s``: cross-entropy on the labelled source batch (weighted by instance weights if set).
 - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``,
-  ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions).
+  ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions,
+  ``{name: mean_teacher, alpha: 0.99}``: consistency with an EMA teacher, which ``start`` and
+  ``before_batch`` keep up to date).
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
 - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``);
@@ -57,7 +59,7 @@ from dalib.network import Network
 from dalib.registry import Spec
 from dalib.regularisers import build_regularisers
 from dalib.schedules import Constant, make_schedule
-from dalib.target_losses import TARGET_LOSSES
+from dalib.target_losses import TARGET_LOSSES, TeacherTargetLoss
 from dalib.transfer.distillation import Distillation
 from dalib.transfer.parameters import Snapshot, half_squared_distance
 
@@ -126,7 +128,9 @@ class Objective(nn.Module):
                 "(dann, cdan, mdd, wdgrl); this config has none: remove reversal or use gamma"
             )
         self.target_loss = (
-            None if target_loss in (None, "none") else TARGET_LOSSES.build(target_loss)
+            None
+            if target_loss in (None, "none")
+            else TARGET_LOSSES.build(target_loss, network=network)
         )
         self.lambda_t = make_schedule(lambda_t, "lambda_t")
         self.gather_discrepancy = gather_discrepancy
@@ -151,11 +155,20 @@ class Objective(nn.Module):
 
     def start(self, network: Network) -> None:
         """What a run starting from scratch takes as it starts: L2-SP's θ₀ (``network``'s
-        backbone now, after ``init_from``) and the distillation teacher (read from its file)."""
+        backbone now, after ``init_from``), the distillation teacher (read from its file) and a
+        target loss's teacher (``network``'s weights now)."""
+        if isinstance(self.target_loss, TeacherTargetLoss):
+            self.target_loss.start(network)
         if self.start_weights is not None:
             self.start_weights.take(network.backbone)
         if self.distillation is not None:
             self.distillation.load_teacher(next(network.parameters()).device)
+
+    def before_batch(self, network: Network, step: int) -> None:
+        """Before each training batch, with the optimiser steps taken so far: a teacher target
+        loss (``mean_teacher``) takes in the student's weights of the last step."""
+        if isinstance(self.target_loss, TeacherTargetLoss):
+            self.target_loss.before_batch(network, step)
 
     def forward(self, network: Network, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
         """Every named term for one paired batch ``{"source": (x, y[, index]), "target": (x, y)}``
@@ -177,7 +190,10 @@ class Objective(nn.Module):
         terms["logits_s"] = logits_s.detach()
         if self.target_loss is not None:
             weight = self.lambda_t(progress)
-            terms["target_loss"] = self.target_loss(logits_t, y_t)
+            if isinstance(self.target_loss, TeacherTargetLoss):
+                terms["target_loss"] = self.target_loss(logits_t, y_t, x_t, network)
+            else:
+                terms["target_loss"] = self.target_loss(logits_t, y_t)
             terms["lambda_t"] = torch.tensor(weight)
             if weight != 0:
                 loss = loss + weight * terms["target_loss"]
@@ -252,7 +268,10 @@ class Objective(nn.Module):
 
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The objective's trained parameters (an adversarial discriminator's, ``discrepancy.…``);
-        not the distillation teacher's, which stay frozen."""
+        not the distillation teacher's, which stay frozen, nor a target loss's teacher's (frozen:
+        the EMA of ``before_batch`` sets them)."""
         return (
-            (name, p) for name, p in self.named_parameters() if not name.startswith("distillation.")
+            (name, p)
+            for name, p in self.named_parameters()
+            if not name.startswith(("distillation.", "target_loss."))
         )

@@ -1,5 +1,9 @@
 """Target losses L_t, selected by name: what the target domain contributes besides D.
 
+Most see only the target logits and labels (``TargetLoss``); a ``TeacherTargetLoss`` (the
+``mean_teacher``) also reads the target inputs and holds a model of its own, which the
+objective keeps in its ``state_dict`` and updates through its hooks.
+
 Target training labels reach the module only for the few samples a semi-supervised split keeps;
 every other target label is replaced by ``UNLABELLED`` in the data module, so no loss here can
 see a label it should not.
@@ -7,15 +11,21 @@ see a label it should not.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dalib.errors import DalibError
+from dalib.network import Network
 from dalib.registry import Registry
 
 UNLABELLED = -1
 
-TARGET_LOSSES: Registry[TargetLoss] = Registry("target loss", "dalib.target_losses")
+TARGET_LOSSES: Registry[TargetLoss | TeacherTargetLoss] = Registry(
+    "target loss", "dalib.target_losses"
+)
 
 
 class TargetLoss:
@@ -128,3 +138,125 @@ class ConfidentPseudoLabels(TargetLoss):
         keep = confident_mask(probs, self.threshold, self.per_class)
         ce = F.cross_entropy(logits_t, probs.argmax(dim=1), reduction="none")
         return (ce * keep).sum() / logits_t.shape[0]
+
+
+class TeacherTargetLoss(nn.Module):
+    """``L_t(logits_t, y_t, x_t, network) -> scalar``: a target loss that reads the target inputs
+    and the student ``network``, and holds a teacher model of its own (a submodule: it is in the
+    objective's ``state_dict``, so checkpoints hold it and resume restores it).
+
+    Hooks, which ``Objective.start`` and ``Objective.before_batch`` call: ``start(network)`` as a
+    run starts from scratch, ``before_batch(network, step)`` before each training batch with the
+    number of optimiser steps taken so far (``trainer.global_step``).
+    """
+
+    def start(self, network: Network) -> None:
+        """Take what a run from scratch starts with from ``network`` (its weights now)."""
+
+    def before_batch(self, network: Network, step: int) -> None:
+        """Catch up with ``network`` after ``step`` optimiser steps."""
+
+    def forward(
+        self, logits_t: torch.Tensor, y_t: torch.Tensor, x_t: torch.Tensor, network: Network
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """``θ' ← α·θ' + (1 − α)·θ`` for every floating-point entry of the state dicts (parameters
+    and BatchNorm running statistics, as French et al.'s ``EMAWeightOptimizer.step`` averages the
+    whole state dict, self-ensemble-visual-domain-adapt/optim_weight_ema.py:25-44); integer
+    entries (BatchNorm's batch counter) are copied."""
+    student_state = student.state_dict()
+    for key, value in teacher.state_dict().items():
+        if value.is_floating_point():
+            value.mul_(alpha).add_(student_state[key], alpha=1 - alpha)
+        else:
+            value.copy_(student_state[key])
+
+
+def masked_consistency(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Self-ensembling's consistency (French, Mackiewicz and Fisher, ICLR 2018, section 3):
+    ``(1/B)·Σ_i m_i·(1/C)·Σ_c (p_ic − q_ic)²`` with ``p = softmax(student_logits)``, ``q`` the
+    teacher's probabilities (a constant) and the confidence mask ``m_i = [max_c q_ic > τ]``.
+    Squared difference averaged over classes, masked, then averaged over the whole batch, as
+    the reference code's ``compute_aug_loss`` does (self-ensemble-visual-domain-adapt,
+    experiment_domainadapt_meanteacher.py, ``--loss var``); ``τ = 0`` keeps every sample
+    (``max_c q_ic ≥ 1/C > 0``), Mean Teacher's unmasked consistency."""
+    p = F.softmax(student_logits, dim=1)
+    q = teacher_probs.detach()
+    mask = (q.max(dim=1).values > threshold).to(p.dtype)
+    return (((p - q) ** 2).mean(dim=1) * mask).mean()
+
+
+@TARGET_LOSSES.register("mean_teacher")
+class MeanTeacher(TeacherTargetLoss):
+    """Mean Teacher / self-ensembling: consistency with an EMA teacher's target predictions.
+
+    Mean Teacher (Tarvainen and Valpola, NeurIPS 2017), for domain adaptation as self-ensembling
+    (French, Mackiewicz and Fisher, ICLR 2018): the student's target predictions are pulled
+    toward those of a teacher whose weights are an exponential moving average of the student's,
+    by ``masked_consistency`` (squared difference of the softmax outputs, on the target samples
+    the teacher is confident about). Its weight is ``lambda_t`` (``--unsup_weight`` 3 in French
+    et al.'s code); their class-balance term is not included.
+
+    - The teacher is a copy of the network, built with it (so a checkpoint's weights fill it),
+      set to the student's weights by ``start`` (after ``init_from``), then
+      ``θ' ← α·θ' + (1 − α)·θ`` (``ema_update``) once per optimiser step. The update of step
+      ``k`` is applied by ``before_batch`` as batch ``k + 1`` starts: a checkpoint written after
+      step ``k`` holds the student ``θ_k``, the teacher before it and ``step`` (the last step the
+      teacher took in), so a resumed run makes the same update; with gradient accumulation, a
+      batch that did not step the optimiser does not update the teacher.
+    - Its gradients are off and it stays in eval mode (BatchNorm uses its averaged running
+      statistics, no dropout): its predictions are constants of the loss. French et al.'s code
+      runs the teacher in train mode on a differently augmented view; dalib's data modules
+      deliver one view, so here the student (train mode: dropout, batch statistics) and the
+      teacher differ by that mode and by the averaging, not by augmentation.
+
+    Args:
+        network: the student, which the teacher copies (dalib passes it).
+        alpha: the EMA decay α in [0, 1); 0.99 is ``--teacher_alpha`` of French et al.'s code
+            (experiment_domainadapt_meanteacher.py).
+        threshold: the confidence τ in [0, 1) the teacher's top probability must exceed;
+            0.968 is that code's ``--confidence_thresh`` 0.96837722 (French et al., section
+            3.2, confidence thresholding); 0 is Mean Teacher's unmasked consistency.
+    """
+
+    def __init__(self, network: Network, alpha: float = 0.99, threshold: float = 0.968) -> None:
+        super().__init__()
+        if not 0 <= alpha < 1:
+            raise DalibError(f"mean_teacher alpha must be in [0, 1), got {alpha}")
+        if not 0 <= threshold < 1:
+            raise DalibError(f"mean_teacher threshold must be in [0, 1), got {threshold}")
+        self.alpha = float(alpha)
+        self.threshold = float(threshold)
+        self.teacher = copy.deepcopy(network).requires_grad_(False).eval()
+        #: the optimiser step whose student weights the teacher last took in
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> MeanTeacher:
+        """The teacher stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def start(self, network: Network) -> None:
+        """The teacher starts as the student: ``θ'_0 = θ_0`` (``ema_update`` with α = 0)."""
+        ema_update(self.teacher, network, 0.0)
+        self.step.zero_()
+
+    def before_batch(self, network: Network, step: int) -> None:
+        """One EMA update when the optimiser has stepped since the teacher's last one."""
+        if step > int(self.step):
+            ema_update(self.teacher, network, self.alpha)
+            self.step.fill_(step)
+
+    def forward(
+        self, logits_t: torch.Tensor, y_t: torch.Tensor, x_t: torch.Tensor, network: Network
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_probs = F.softmax(self.teacher.head(self.teacher.features(x_t, "target")), 1)
+        return masked_consistency(logits_t, teacher_probs, self.threshold)
