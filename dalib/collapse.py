@@ -16,8 +16,11 @@ the run would otherwise finish as if nothing happened. ``CollapseGuard`` checks 
   was at an earlier validation, at least halfway from chance to 1 (a model that has not
   learned anything yet, a few steps into training, often predicts one class everywhere).
 
-The thresholds sit far from healthy runs (see docs/calibration_and_collapse.md for what was
-measured). No target label is used.
+A sign counts only when it holds at two consecutive validations: a model a few steps into
+training can show one for a moment (a tiny source-validation set at chance once, while the
+training batches are already fitted) and recover, which collapse does not. The thresholds sit
+far from healthy runs (see docs/calibration_and_collapse.md for what was measured). No target
+label is used.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class CollapseGuard(Callback):
         self.remedy = remedy
         self.events: list[dict[str, Any]] = []
         self.learned = False  # whether a validation's source accuracy was learned, so far
+        self.previous: list[str] = []  # the signs the last validation showed
         self._sums: dict[str, torch.Tensor] = {}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,8 +97,10 @@ class CollapseGuard(Callback):
         self._sums = {}
         train_acc = trainer.callback_metrics.get("train/source_acc")
         train_acc = None if train_acc is None else float(train_acc)
-        found = collapse_signs(sums, train_acc, self.learned)
+        shown = collapse_signs(sums, train_acc, self.learned)
         self.learned = self.learned or learned_now(sums, train_acc)
+        found = {sign: why for sign, why in shown.items() if sign in self.previous}
+        self.previous = list(shown)
         if not found:
             return
         step, epoch = trainer.global_step, trainer.current_epoch
@@ -115,11 +121,12 @@ class CollapseGuard(Callback):
         return list(self.events)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "learned": self.learned}
+        return {"events": self.events, "learned": self.learned, "previous": self.previous}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.events = list(state_dict["events"])
         self.learned = bool(state_dict["learned"])
+        self.previous = list(state_dict.get("previous", []))
 
 
 def check_on_collapse(on_collapse: str) -> OnCollapse:

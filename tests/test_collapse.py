@@ -119,3 +119,25 @@ def test_a_healthy_run_is_not_flagged(fit_toy):
     result = fit_toy("mmd", "--trainer.max_epochs=3")  # the committed γ = 1
     assert result["collapse"] == []
     assert result["target_acc"] > 0.8
+
+
+def test_a_sign_stops_the_run_only_at_two_validations_in_a_row():
+    from types import SimpleNamespace
+
+    from dalib.collapse import CollapseError, CollapseGuard
+
+    labels, mixed = [0] * 30 + [1] * 20 + [2] * 10, [0, 1, 2] * 10
+    spread = torch.randn(60, 4, generator=torch.Generator().manual_seed(0)) + 5.0
+    at_chance, healthy = sums(spread, [0] * 60, labels, mixed), sums(spread, labels, labels, mixed)
+    guard = CollapseGuard("stop")
+    trainer = SimpleNamespace(
+        sanity_checking=False, global_step=0, current_epoch=0,
+        strategy=SimpleNamespace(reduce=lambda value, reduce_op: value),
+        callback_metrics={"train/source_acc": torch.tensor(0.95)},
+    )  # fmt: skip
+    for step, shown in [(10, at_chance), (20, healthy), (30, at_chance)]:  # transient: no stop
+        trainer.global_step, guard._sums = step, dict(shown)
+        guard.on_validation_epoch_end(trainer, None)
+    trainer.global_step, guard._sums = 40, dict(at_chance)
+    with pytest.raises(CollapseError, match=r"collapsed by step 40 .*source validation accuracy"):
+        guard.on_validation_epoch_end(trainer, None)
