@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import subprocess
 import tempfile
@@ -23,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import yaml
 
 from dalib.records import load_records
 from dalib.report import write_report
@@ -101,6 +103,57 @@ def target_check(
     return lines
 
 
+def run_key(record: dict) -> tuple:
+    return (
+        record["method"],
+        record["task"],
+        json.dumps(record["params"], sort_keys=True),
+        record["seed"],
+    )
+
+
+def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], str]:
+    """The earlier publication's runs that ``new`` does not redo, in the report's internal form
+    (fractions, a ``_path`` naming where they come from), and the code version that made them
+    (from the header of the ``.md`` beside it)."""
+    header = (
+        previous.with_suffix(".md").read_text() if previous.with_suffix(".md").is_file() else ""
+    )
+    version = m.group(1) if (m := re.search(r"\(dalib ([0-9a-f]+),", header)) else "unknown"
+    redone = {run_key(r) for r in new}
+
+    def fraction(value: float | None) -> float | None:
+        return None if value is None else value / 100
+
+    kept = []
+    for r in json.loads(previous.read_text()):
+        if run_key(r) in redone:
+            continue
+        kept.append({
+            "dataset": r["benchmark"], "task": r["task"], "method": r["method"], "seed": r["seed"],
+            "_params": r["params"], "_path": f"{previous}#{r['method']}/{r['task']}/{r['seed']}",
+            "target_acc": fraction(r["target_acc"]), "selected_by": r["selected_by"],
+            "oracle_target_acc": fraction(r["oracle_target_acc"]),
+            "last_target_acc": fraction(r["last_target_acc"]),
+            "selections": {n: {"target_acc": fraction(v)} for n, v in r["selections"].items()},
+            "train_step_ms": r["train_step_ms"], "wall_time_s": r["wall_time_s"],
+        })  # fmt: skip
+    return kept, version
+
+
+def experiment_facts(folder: Path, methods: set[str]) -> tuple[dict, dict]:
+    """Published numbers (``reference.yaml``) and target labels per class (``methods/<m>.yaml``)
+    of ``methods``, from a benchmark's config folder."""
+    table = yaml.safe_load((folder / "reference.yaml").read_text()) or {}
+    references = {m: table[m] for m in methods if m in table}
+    labelled = {}
+    for method in methods:
+        config = yaml.safe_load((folder / "methods" / f"{method}.yaml").read_text()) or {}
+        if k := (config.get("data") or {}).get("target_labels_per_class"):
+            labelled[method] = k
+    return references, labelled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="the sweep's output folder")
@@ -108,12 +161,25 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the command that produced the runs")
     parser.add_argument("--planned", type=int, help="how many runs the sweep plans")
     parser.add_argument("--baseline", action="append", default=[], help="'label=value' (percent)")
+    parser.add_argument("--previous", type=Path, help="keep this publication's other runs")
+    parser.add_argument("--experiments", type=Path, help="the benchmark's config folder")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write (%(default)s)")
     args = parser.parse_args()
+    if args.previous and not args.experiments:
+        parser.error("--previous needs --experiments (the kept methods' references)")
     baselines = [(b.rsplit("=", 1)[0], float(b.rsplit("=", 1)[1])) for b in args.baseline]
+    kept, kept_version = [], ""
+    if args.previous:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(args.runs, Path(tmp))
+            new = json.loads((Path(tmp) / "records.json").read_text())
+        kept, kept_version = kept_records(args.previous, new)
     with tempfile.TemporaryDirectory() as tmp:
-        report = write_report(args.runs, Path(tmp))
+        report = write_report(args.runs, Path(tmp), kept=kept)
         records = json.loads((Path(tmp) / "records.json").read_text())
-    references, labelled = {}, {}
+    references, labelled = (
+        experiment_facts(args.experiments, {r["method"] for r in kept}) if kept else ({}, {})
+    )
     for record in load_records(args.runs):
         if record.get("reference"):
             references[record["method"]] = record["reference"]
@@ -122,6 +188,12 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()  # fmt: skip
     planned = f" of the {args.planned} the sweep plans" if args.planned else ""
+    if kept:
+        planned += (
+            f" ({len(records) - len(kept)} from this command at dalib {commit}; {len(kept)} kept "
+            f"from the earlier publication {args.previous.name}, made by dalib {kept_version}, "
+            "for the runs not rerun)"
+        )
     header = [
         f"# {args.name}: results",
         "",
@@ -133,10 +205,10 @@ def main() -> None:
     ]
     body = report.split("\n", 1)[1]  # drop the report's own title
     text = "\n".join([*header, *target_check(records, references, baselines, labelled), "", body])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.md").write_text(text)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(records, indent=1) + "\n")
-    print(f"wrote {RESULTS / args.name}.md and .json ({len(records)} runs)")
+    args.out.mkdir(exist_ok=True)
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(f"wrote {args.out / args.name}.md and .json ({len(records)} runs)")
 
 
 if __name__ == "__main__":

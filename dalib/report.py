@@ -35,7 +35,8 @@ def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
         for run in sweep["runs"]:
             by_dir[str((sweep_file.parent / run["id"]).resolve())] = run["params"]
     for record in records:
-        record["_params"] = by_dir.get(str(Path(record["_path"]).resolve()), {})
+        path = str(Path(record["_path"]).resolve())
+        record["_params"] = by_dir.get(path, record.get("_params", {}))
     keys = {k for r in records for k in r["_params"]}
     return sorted(k for k in keys if len({str(r["_params"].get(k)) for r in records}) > 1)
 
@@ -160,11 +161,22 @@ def regret_sections(runs: list[RunScores], higher_is_better: Mapping[str, bool])
     return parts
 
 
-def write_report(root: Path, out: Path, plots: bool = False, selection: bool = False) -> str:
-    """Write ``report.md``, ``report.csv`` and ``records.json`` into ``out``; return the text."""
+def write_report(
+    root: Path,
+    out: Path,
+    plots: bool = False,
+    selection: bool = False,
+    kept: Sequence[dict[str, Any]] = (),
+) -> str:
+    """Write ``report.md``, ``report.csv`` and ``records.json`` into ``out``; return the text.
+
+    ``kept``: records of runs that are not under ``root`` (those an earlier publication holds,
+    in ``scan_records``' form), reported with them.
+    """
     if not root.is_dir():
         raise DalibError(f"{root} is not a folder of run records")
     records, problems = scan_records(root)
+    records += kept
     if not records:
         why = f": {problems[0]}" if problems else ""
         raise DalibError(f"no readable {RESULT_FILE} under {root}{why}")

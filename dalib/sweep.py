@@ -41,6 +41,7 @@ they were.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import math
 import shlex
@@ -381,8 +382,26 @@ def local_runs(
     return run_local(plan, start, main, processes, devices, method)
 
 
-def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int:
-    """Run every unfinished run of the sweep; return the number of failed runs.
+def select_runs(runs: list[Run], patterns: Sequence[str]) -> list[Run]:
+    """The runs whose id (``method/task/params/seed_N``) matches one of the shell-style
+    ``patterns`` (all runs when there are none): ``--only 'mcd/*'`` runs one method's part of a
+    sweep, ``--only '*/seed_0'`` one seed's."""
+    if not patterns:
+        return runs
+    chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.run_id, p) for p in patterns)]
+    if not chosen:
+        example = runs[0].run_id if runs else "method/task/default/seed_0"
+        raise DalibError(
+            f"--only {' '.join(patterns)} matches no run of the sweep; run ids look like {example}"
+        )
+    return chosen
+
+
+def run_sweep(
+    path: Path, dalib_main: Main, processes: int | None = None, only: Sequence[str] = ()
+) -> int:
+    """Run every unfinished run of the sweep (of those ``only`` selects); return the number of
+    failed runs.
 
     ``dalib_main`` runs one ``dalib fit`` command line in a child process (local backend).
     """
@@ -401,6 +420,7 @@ def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int
         })  # fmt: skip
     except OSError as error:
         raise DalibError(f"cannot write the sweep's output folder {output}: {error}") from error
+    runs = select_runs(runs, only)
     todo = [r for r in runs if not (output / r.run_id / RESULT_FILE).is_file()]
     done = len(runs) - len(todo)
     print(f"dalib sweep: {len(runs)} runs, {done} already finished", flush=True)
@@ -431,10 +451,16 @@ def run_sweep(path: Path, dalib_main: Main, processes: int | None = None) -> int
 
 
 def main(arguments: Sequence[str], dalib_main: Main) -> None:
-    """``dalib sweep <sweep.yaml> [--processes N]``; each run is ``dalib_main(["fit", ...])``."""
+    """``dalib sweep <sweep.yaml> [--processes N] [--only PATTERN ...]``; each run is
+    ``dalib_main(["fit", ...])``."""
     parser = OneLineArgumentParser(prog="dalib sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="the sweep YAML file")
     parser.add_argument("--processes", type=int, help="runs at a time (overrides the file)")
+    parser.add_argument(
+        "--only", nargs="+", default=[], metavar="PATTERN",
+        help="run only the runs whose id (method/task/params/seed_N) matches a shell-style "
+        "pattern, e.g. 'mcd/*'",
+    )  # fmt: skip
     args = parser.parse_args(arguments)
-    failed = run_sweep(args.sweep, dalib_main, args.processes)
+    failed = run_sweep(args.sweep, dalib_main, args.processes, args.only)
     sys.exit(1 if failed else 0)

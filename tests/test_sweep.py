@@ -14,7 +14,7 @@ import yaml
 from dalib.cli import main
 from dalib.errors import DalibError
 from dalib.report import write_report
-from dalib.sweep import load_sweep, prepare, run_sweep
+from dalib.sweep import load_sweep, prepare, run_sweep, select_runs
 from tests.conftest import REPO, TOY
 
 TIMING = {
@@ -51,6 +51,28 @@ def test_grid_random_tasks_and_seeds_expand_in_a_fixed_order(tmp_path):
     assert len({r.run_id for r in runs}) == len(runs)
     assert runs[0].run_id.startswith("source_only/r20/gamma=0.5,lr=")
     assert all(1e-3 <= r.params["model.lr"] <= 1e-1 for r in runs)
+
+
+def test_only_selects_runs_by_id_pattern_and_a_pattern_matching_nothing_is_refused(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        methods=[str(TOY / "source_only.yaml"), str(TOY / "dann.yaml")],
+        tasks={"r20": {}, "r35": {}},
+        seeds=[0, 1],
+    )
+    _, runs = load_sweep(path)
+    assert select_runs(runs, []) == runs
+    assert [r.run_id for r in select_runs(runs, ["dann/*"])] == [
+        "dann/r20/default/seed_0", "dann/r20/default/seed_1",
+        "dann/r35/default/seed_0", "dann/r35/default/seed_1",
+    ]  # fmt: skip
+    chosen = select_runs(runs, ["*/r35/*/seed_1", "source_only/r20/*"])
+    assert [r.run_id for r in chosen] == [
+        "source_only/r20/default/seed_0", "source_only/r20/default/seed_1",
+        "source_only/r35/default/seed_1", "dann/r35/default/seed_1",
+    ]  # fmt: skip
+    with pytest.raises(DalibError, match=r"--only mcd/\* matches no run .* source_only/r20"):
+        select_runs(runs, ["mcd/*"])
 
 
 def test_method_overrides_beat_task_overrides_for_that_method_only(tmp_path):

@@ -1,0 +1,58 @@
+"""benchmarks/publish.py: a sweep folder into committed results, keeping an earlier table's runs."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def write_run(folder, method, seed, acc, reference):
+    folder.mkdir(parents=True)
+    record = {"method": method, "dataset": "toy", "task": "A->B", "seed": seed,
+              "selected_by": "last", "target_acc": acc, "oracle_target_acc": acc + 0.01,
+              "last_target_acc": acc, "selections": {"last": {"target_acc": acc}},
+              "reference": reference, "config": {"data": {}, "model": {}}}  # fmt: skip
+    (folder / "result.json").write_text(json.dumps(record))
+
+
+def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones_they_redo(
+    tmp_path,
+):
+    flat = {"benchmark": "toy", "task": "A->B", "params": {}, "selected_by": "last",
+            "train_step_ms": 1.0, "wall_time_s": 2.0}  # fmt: skip
+    previous = [
+        {**flat, "method": "source_only", "seed": 0, "target_acc": 50.0,
+         "oracle_target_acc": 52.0, "last_target_acc": 50.0, "selections": {"last": 50.0}},
+        {**flat, "method": "source_only", "seed": 1, "target_acc": 60.0,
+         "oracle_target_acc": 62.0, "last_target_acc": 60.0, "selections": {"last": 60.0}},
+        {**flat, "method": "mcd", "seed": 0, "target_acc": 10.0,
+         "oracle_target_acc": 11.0, "last_target_acc": 10.0, "selections": {"last": 10.0}},
+    ]  # fmt: skip
+    (tmp_path / "toy.json").write_text(json.dumps(previous))
+    (tmp_path / "toy.md").write_text("# toy\n\nProduced by `x` (dalib abc1234, torch 2).\n")
+    experiments = tmp_path / "experiments"
+    (experiments / "methods").mkdir(parents=True)
+    reference = {"source_only": {"source": "Paper, Table 1", "target_acc": {"A->B": 57.0}}}
+    (experiments / "reference.yaml").write_text(yaml.safe_dump(reference))
+    (experiments / "methods" / "source_only.yaml").write_text("model: {}\n")
+    write_run(tmp_path / "runs" / "mcd" / "seed_0", "mcd", 0, 0.7, {"source": "none"})
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "publish.py"), str(tmp_path / "runs"), "toy",
+         "--command", "bash x.sh", "--previous", str(tmp_path / "toy.json"),
+         "--experiments", str(experiments), "--out", str(out)],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    records = json.loads((out / "toy.json").read_text())
+    assert sorted((r["method"], r["seed"], r["target_acc"]) for r in records) == [
+        ("mcd", 0, 70.0), ("source_only", 0, 50.0), ("source_only", 1, 60.0)
+    ]  # fmt: skip
+    text = (out / "toy.md").read_text()
+    assert "It holds 3 runs (1 from this command at dalib " in text
+    assert "2 kept from the earlier publication toy.json, made by dalib abc1234" in text
+    assert "| source_only | A->B | 55.0 | 2 | 57.0 | -2.0 (missed) | Paper, Table 1 |" in text
+    assert "| mcd | 70.00 | 1 | 1 | +15.00 (above) |" in text
+    assert "| source_only | 55.0 ± 7.1 | 55.0 | 2 |" in text
