@@ -21,7 +21,8 @@ import docstring_parser
 
 NO_DEFAULT = inspect.Parameter.empty
 # The end of a sentence: a full stop before white space and a capital letter.
-SENTENCE_END = re.compile(r"(?<=\.)(?:\*\*)?\s+(?=[A-Z])")
+# A full stop, then a capital; not after "vs.", "al.", "e.g." or "i.e." (citations, titles).
+SENTENCE_END = re.compile(r"(?<!vs\.)(?<!al\.)(?<!e\.g\.)(?<!i\.e\.)(?<=\.)(?:\*\*)?\s+(?=[A-Z])")
 # The end of a clause (a sentence, or a part of one after a semicolon).
 CLAUSE_END = re.compile(r"(?<=[.;])\s+|(?<=\.\*\*)\s+")
 

@@ -30,6 +30,8 @@ def test_every_entry_of_every_kind_is_listed_with_its_summary(capsys):
     assert "  mmd                 MMD² between source and target features" in out
     assert "  kmm         Kernel Mean Matching (Huang et al., 2007)" in out
     assert "  snd         Soft neighbourhood density of the target predictions" in out
+    # a summary does not end at an abbreviation ("vs.", "et al.") within its first sentence
+    assert '"Transferability vs. Discriminability", ICML 2019): ``R = ' in out
 
 
 def test_one_kind(capsys):

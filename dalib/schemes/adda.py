@@ -25,7 +25,9 @@ SOURCE_PARTS = ("backbone", "bottleneck", "head")
 
 @SCHEMES.register("adda")
 class AdversarialDiscriminativeAdaptation(Standard):
-    """Two phases in one run, switched at ``source_fraction`` of the training steps:
+    """ADDA (Tzeng et al., CVPR 2017): a source model, then a target encoder trained against it.
+
+    Two phases in one run, switched at ``source_fraction`` of the training steps:
 
     1. **Source model**: the source encoder (``backbone`` → ``bottleneck``) and the classifier
        ``head`` minimise the source cross-entropy; the target encoder (the network's
