@@ -27,10 +27,10 @@ case "${1:-}" in
     python benchmarks/publish.py runs/sweeps/digits_tll_short digits_tll_short \
       --command "bash benchmarks/digits.sh --tll-short" --planned 14
     exit ;;
-  --cpu) sweep=digits_cpu ;;
-  "") sweep=digits ;;
+  --cpu) sweep=digits_cpu planned=108 ;;  # 18 methods x 2 tasks x 3 seeds
+  "") sweep=digits planned=102 ;;
   *) echo "usage: bash benchmarks/digits.sh [--cpu | --tll-short | --quick]" >&2; exit 2 ;;
 esac
 dalib sweep "benchmarks/sweeps/$sweep.yaml"
 python benchmarks/publish.py "runs/sweeps/$sweep" digits \
-  --command "bash benchmarks/digits.sh ${1:-}" --planned 102
+  --command "bash benchmarks/digits.sh ${1:-}" --planned "$planned"

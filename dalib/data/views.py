@@ -21,9 +21,10 @@ unlabelled image and trains on a *strong* view A(x) of the same image. With
 
 Randomness: every draw of a sample comes with its own seed (``DrawSeeds``; under DDP the
 sharded sampler's stream), and its two views are drawn from that seed alone (torch's generator
-forked and reseeded per sample). The views therefore do not depend on when a batch is fetched
-(Lightning fetches one ahead), a resumed run sees the views of an uninterrupted one, and the
-global generator (dropout, the next epoch's order) is left as it was.
+forked and reseeded per sample). The views therefore depend only on the sampler, which a resumed
+run replays, not on which process makes them (loader workers have generators of their own, and
+DDP processes share one seed), and the global generator (dropout, the next epoch's order) is
+left as it was.
 """
 
 from __future__ import annotations
