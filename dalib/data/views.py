@@ -139,7 +139,7 @@ def image_views(dataset: Dataset, options: ViewOptions) -> ImageViews | None:
 
 class TwoViews(Dataset):
     """``(weak, label, strong)`` for each ``(index, seed)`` draw: two independent augmentations
-    of ``views.images[index]``, both drawn from ``seed`` alone (see the module's docstring)."""
+    of ``images[index]``, both drawn from ``seed`` alone (see the module's docstring)."""
 
     def __init__(self, images: Dataset, weak: Transform, strong: Transform) -> None:
         self.images, self.weak, self.strong = images, weak, strong
