@@ -167,11 +167,11 @@ class FixMatch(TwoViewTargetLoss):
 
     ``L_t = (1/B)·Σ_i 1[max_c q_ic ≥ τ]·CE(argmax_c q_i, f(A(x_i)))`` with
     ``q = softmax(f(α(x_i)))`` on the weak view α (a constant: no gradient flows through the
-    pseudo-label or the mask) and ``A`` the strong view (``dalib.data.views``: RandAugment and
-    Cutout). The masked sum is divided by the whole target batch ``B``, confident or not, as the
-    reference code's ``tf.reduce_mean(loss_xeu * pseudo_mask)`` (google-research/fixmatch,
-    fixmatch.py:113-118, ``>=`` at line 116). ``ConfidentPseudoLabels`` is the same loss with
-    one view for both.
+    pseudo-label or the mask) and ``A`` the strong view (``data.target_views``,
+    ``dalib.data.views``: RandAugment and Cutout). The masked sum is divided by the whole
+    target batch ``B``, confident or not, as the reference code's
+    ``tf.reduce_mean(loss_xeu * pseudo_mask)`` (google-research/fixmatch, fixmatch.py:113-118,
+    ``>=`` at line 116). ``ConfidentPseudoLabels`` is the same loss with one view for both.
 
     ``D`` and the other terms see the weak view, and BatchNorm sees the source, weak and strong
     batches together, as the reference's single forward pass of labelled, weak and strong
