@@ -46,4 +46,4 @@ else
   dalib sweep "benchmarks/sweeps/$sweep.yaml"
 fi
 python benchmarks/publish.py "runs/sweeps/$sweep" digits \
-  --command "$command" --planned 114 "${keep[@]}"
+  --command "$command" --planned 114 "${keep[@]}"  # 19 methods x 2 tasks x 3 seeds

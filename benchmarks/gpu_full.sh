@@ -3,9 +3,9 @@
 #   digits      benchmarks/sweeps/digits_full{,_u2m,_seeds}.yaml: source-only, DANN, CDAN, MDD on
 #               MNIST->USPS and USPS->MNIST, seeds 0-2, 50k steps at batch 128 (24 runs)
 #               -> benchmarks/results/digits_full.{md,json}
-#   office31    benchmarks/sweeps/office31.yaml: 17 methods x 6 tasks x 3 seeds, ResNet-50,
-#               20k steps at batch 32 (306 runs) -> benchmarks/results/office31.{md,json}
-#   officehome  benchmarks/sweeps/officehome.yaml: 17 methods x 12 tasks x 3 seeds (612 runs)
+#   office31    benchmarks/sweeps/office31.yaml: 18 methods x 6 tasks x 3 seeds, ResNet-50,
+#               20k steps at batch 32 (324 runs) -> benchmarks/results/office31.{md,json}
+#   officehome  benchmarks/sweeps/officehome.yaml: 18 methods x 12 tasks x 3 seeds (648 runs)
 #               -> benchmarks/results/officehome.{md,json}
 # Usage: bash benchmarks/gpu_full.sh [--dry-run] [digits] [office31] [officehome]
 # (no part named: all three, in that order). --dry-run prints the plan (runs per sweep, how many
@@ -35,7 +35,7 @@ sweeps_of() {
     *) echo "benchmarks/sweeps/$1.yaml" ;;
   esac
 }
-planned_of() { case "$1" in digits) echo 24 ;; office31) echo 306 ;; officehome) echo 612 ;; esac; }
+planned_of() { case "$1" in digits) echo 24 ;; office31) echo 324 ;; officehome) echo 648 ;; esac; }
 output_of() { case "$1" in digits) echo digits_full ;; *) echo "$1" ;; esac; }
 
 # shellcheck disable=SC2046  # the sweep files are words

@@ -29,6 +29,8 @@ from dalib.errors import DalibError
 if TYPE_CHECKING:
     from dalib.discrepancy import Discrepancy
 
+SEED_RANGE = 2**62  # the per-draw augmentation seeds are in [0, SEED_RANGE)
+
 
 def world_size() -> int:
     """The number of processes training together; 1 outside distributed training."""
@@ -119,6 +121,10 @@ class ShardedRandomSampler(DistributedSampler):
     ``batch_size``: within a pass no two processes draw the same sample, and together they take
     the batch that one process reading the stream would take at ``num_replicas × batch_size``.
 
+    With ``draw_seeds``, each index comes with a seed for its augmentation, ``(index, seed)``
+    (``dalib.data.views``), drawn from the same generator: one per position of the stream, so
+    no two draws on any process share one.
+
     It is a ``DistributedSampler`` so that Lightning keeps it instead of substituting its own.
     """
 
@@ -131,14 +137,16 @@ class ShardedRandomSampler(DistributedSampler):
         rank: int,
         seed: int,
         weights: torch.Tensor | None = None,
+        draw_seeds: bool = False,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
         self.num_samples = steps * batch_size
         self.total_size = self.num_samples * num_replicas
         self.batch_size = batch_size
         self.weights = weights
+        self.draw_seeds = draw_seeds
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)) % 2**63)
         if self.weights is not None:
             stream = torch.multinomial(
@@ -148,8 +156,16 @@ class ShardedRandomSampler(DistributedSampler):
             n = len(self.dataset)
             passes = -(-self.total_size // n)
             stream = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
-        blocks = stream[: self.total_size].view(-1, self.num_replicas, self.batch_size)
-        return iter(blocks[:, self.rank].flatten().tolist())
+        indices = self.share(stream[: self.total_size])
+        if not self.draw_seeds:
+            return iter(indices)
+        seeds = torch.randint(SEED_RANGE, (self.total_size,), generator=generator)
+        return zip(indices, self.share(seeds), strict=True)
+
+    def share(self, stream: torch.Tensor) -> list[int]:
+        """This process's blocks of ``batch_size`` of a stream of ``total_size`` numbers."""
+        blocks = stream.view(-1, self.num_replicas, self.batch_size)
+        return blocks[:, self.rank].flatten().tolist()
 
 
 class EvaluationSampler(DistributedSampler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -22,7 +23,8 @@ from dalib.collapse import (
     OnCollapse,
     check_on_collapse,
 )
-from dalib.errors import DalibError
+from dalib.data.datamodule import DomainDataModule
+from dalib.errors import DalibError, DalibWarning
 from dalib.finite import FiniteGuard
 from dalib.network import Network
 from dalib.objective import Batch, Objective, ScheduleSpec
@@ -196,6 +198,22 @@ class DomainAdaptationModule(pl.LightningModule):
         self.objective.start(self.network)
         calibrate_gamma(self.objective, self.network, lambda: self.trainer)
         self.started = True
+
+    def setup(self, stage: str) -> None:
+        """Before fitting on a ``DomainDataModule``: a two-view target loss (``fixmatch``) needs
+        its ``target_views``; views that no loss uses would only cost time, and warn."""
+        data = self.trainer.datamodule
+        if stage != "fit" or not isinstance(data, DomainDataModule):
+            return
+        if self.objective.uses_target_views:
+            data.require_target_views(split_spec(self.hparams.target_loss, "target_loss")[0])
+        elif data.target_views is not None:
+            warnings.warn(
+                "data.target_views makes a strong view of each target sample, which only a "
+                "two-view target loss (fixmatch) uses; remove target_views",
+                DalibWarning,
+                stacklevel=2,
+            )
 
     def on_fit_start(self) -> None:
         """``start`` once, unless a checkpoint restored the model (it holds all of that)."""

@@ -7,7 +7,10 @@
 - ``L_t``: ``target_loss`` (``None``, ``"ce"`` on labelled target samples, ``"entropy"``,
   ``{name: pseudo_label, threshold: 0.9, per_class: null}`` on confident predictions,
   ``{name: mean_teacher, alpha: 0.99}``: consistency with an EMA teacher, which ``start`` and
-  ``before_batch`` keep up to date).
+  ``before_batch`` keep up to date; ``{name: fixmatch, threshold: 0.95}`` on two augmented views
+  of each target sample, ``(x_weak, y, x_strong)`` target batches from ``data.target_views``:
+  the strong view joins the source and weak target batch in one forward pass, and ``D`` and
+  every other term see the weak view).
 - ``D``: ``discrepancy`` from the registry, on the features (the classifier's input) of the
   source and target batch; it also receives logits, source labels and instance weights.
 - ``λ``, ``γ``: numbers or schedules (``{name: dann_ramp}``, ``{name: linear_warmup, ...}``);
@@ -59,7 +62,7 @@ from dalib.network import Network
 from dalib.registry import Spec
 from dalib.regularisers import build_regularisers
 from dalib.schedules import Constant, make_schedule
-from dalib.target_losses import TARGET_LOSSES, TeacherTargetLoss
+from dalib.target_losses import TARGET_LOSSES, TeacherTargetLoss, TwoViewTargetLoss
 from dalib.transfer.distillation import Distillation
 from dalib.transfer.parameters import Snapshot, half_squared_distance
 
@@ -181,9 +184,11 @@ class Objective(nn.Module):
             logits_s = network.head(network.features(x_s, "source"))
         else:
             x_t, y_t = batch["target"][:2]
-            f = network.paired_features(x_s, x_t)
-            f_s, f_t = f.split([len(x_s), len(x_t)])
-            logits_s, logits_t = network.head(f).split([len(x_s), len(x_t)])
+            views = [x_t, *self.strong_view(batch)]  # the strong view goes in the same batch
+            f = network.paired_features(x_s, torch.cat(views) if len(views) > 1 else x_t)
+            sizes = [len(x_s), *map(len, views)]
+            f_s, f_t, *_ = f.split(sizes)
+            logits_s, logits_t, *logits_strong = network.head(f).split(sizes)
 
         terms = {"source_ce": weighted_cross_entropy(logits_s, y_s, w_s)}
         loss = terms["source_ce"]
@@ -192,6 +197,8 @@ class Objective(nn.Module):
             weight = self.lambda_t(progress)
             if isinstance(self.target_loss, TeacherTargetLoss):
                 terms["target_loss"] = self.target_loss(logits_t, y_t, x_t, network)
+            elif isinstance(self.target_loss, TwoViewTargetLoss):
+                terms["target_loss"] = self.target_loss(logits_t, *logits_strong)
             else:
                 terms["target_loss"] = self.target_loss(logits_t, y_t)
             terms["lambda_t"] = torch.tensor(weight)
@@ -219,6 +226,23 @@ class Objective(nn.Module):
             loss = loss + weight * value
         terms["loss"] = loss
         return terms
+
+    @property
+    def uses_target_views(self) -> bool:
+        """Whether the target loss needs a strong view of each target sample (``fixmatch``)."""
+        return isinstance(self.target_loss, TwoViewTargetLoss)
+
+    def strong_view(self, batch: Batch) -> list[torch.Tensor]:
+        """``[x_strong]``, the target batch's third entry, when the target loss uses it; else
+        ``[]``."""
+        if not self.uses_target_views:
+            return []
+        if len(batch["target"]) < 3:
+            raise DalibError(
+                "target_loss fixmatch needs a weak and a strong view of each target sample, "
+                "batches (x_weak, y, x_strong): set data.target_views"
+            )
+        return [batch["target"][2]]
 
     def feature_terms(
         self, network: Network, batch: Batch

@@ -2,7 +2,8 @@
 
 Most see only the target logits and labels (``TargetLoss``); a ``TeacherTargetLoss`` (the
 ``mean_teacher``) also reads the target inputs and holds a model of its own, which the
-objective keeps in its ``state_dict`` and updates through its hooks.
+objective keeps in its ``state_dict`` and updates through its hooks; a ``TwoViewTargetLoss``
+(``fixmatch``) sees the logits of two augmented views of each target sample.
 
 Target training labels reach the module only for the few samples a semi-supervised split keeps;
 every other target label is replaced by ``UNLABELLED`` in the data module, so no loss here can
@@ -23,7 +24,7 @@ from dalib.registry import Registry
 
 UNLABELLED = -1
 
-TARGET_LOSSES: Registry[TargetLoss | TeacherTargetLoss] = Registry(
+TARGET_LOSSES: Registry[TargetLoss | TeacherTargetLoss | TwoViewTargetLoss] = Registry(
     "target loss", "dalib.target_losses"
 )
 
@@ -134,10 +135,60 @@ class ConfidentPseudoLabels(TargetLoss):
         self.per_class = per_class
 
     def __call__(self, logits_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(logits_t.detach(), dim=1)
-        keep = confident_mask(probs, self.threshold, self.per_class)
-        ce = F.cross_entropy(logits_t, probs.argmax(dim=1), reduction="none")
-        return (ce * keep).sum() / logits_t.shape[0]
+        return confident_cross_entropy(logits_t, logits_t, self.threshold, self.per_class)
+
+
+def confident_cross_entropy(
+    pseudo_logits: torch.Tensor, logits: torch.Tensor, threshold: float, per_class: int | None
+) -> torch.Tensor:
+    """``(1/B)·Σ_i m_i·CE(argmax_c q_ic, logits_i)`` with ``q = softmax(pseudo_logits)`` a
+    constant (detached) and ``m = confident_mask(q, threshold, per_class)``: the masked sum is
+    divided by the whole batch ``B``, so unconfident rows count as zeros."""
+    probs = F.softmax(pseudo_logits.detach(), dim=1)
+    keep = confident_mask(probs, threshold, per_class)
+    ce = F.cross_entropy(logits, probs.argmax(dim=1), reduction="none")
+    return (ce * keep).sum() / logits.shape[0]
+
+
+class TwoViewTargetLoss:
+    """``L_t(logits_weak, logits_strong) -> scalar``: a target loss on two augmented views of
+    each target sample, which the data module delivers with ``data.target_views``
+    (``dalib.data.views``). The objective runs both views through the network with the source
+    in one batch and passes their logits; target labels are not passed at all."""
+
+    def __call__(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@TARGET_LOSSES.register("fixmatch")
+class FixMatch(TwoViewTargetLoss):
+    """FixMatch (Sohn et al., NeurIPS 2020, section 2.2): confident pseudo-labels from a weakly
+    augmented view, trained on a strongly augmented view of the same target sample.
+
+    ``L_t = (1/B)·Σ_i 1[max_c q_ic ≥ τ]·CE(argmax_c q_i, f(A(x_i)))`` with
+    ``q = softmax(f(α(x_i)))`` on the weak view α (a constant: no gradient flows through the
+    pseudo-label or the mask) and ``A`` the strong view (``data.target_views``,
+    ``dalib.data.views``: RandAugment and Cutout). The masked sum is divided by the whole
+    target batch ``B``, confident or not, as the reference code's
+    ``tf.reduce_mean(loss_xeu * pseudo_mask)`` (google-research/fixmatch, fixmatch.py:113-118,
+    ``>=`` at line 116). ``ConfidentPseudoLabels`` is the same loss with one view for both.
+
+    ``D`` and the other terms see the weak view, and BatchNorm sees the source, weak and strong
+    batches together, as the reference's single forward pass of labelled, weak and strong
+    images (fixmatch.py:99-104). Its weight is ``lambda_t`` (the paper's λ_u = 1, fixmatch.py:167).
+
+    Args:
+        threshold: the confidence τ in [0, 1] the weak view's top probability must reach;
+            0.95 is the paper's (section 4.1) and the reference's ``--confidence``
+            (fixmatch.py:165).
+    """
+
+    def __init__(self, threshold: float = 0.95) -> None:
+        check_confident_options(threshold, None)
+        self.threshold = float(threshold)
+
+    def __call__(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> torch.Tensor:
+        return confident_cross_entropy(logits_weak, logits_strong, self.threshold, None)
 
 
 class TeacherTargetLoss(nn.Module):

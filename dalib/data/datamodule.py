@@ -22,6 +22,7 @@ from torch.utils.data import (
 from dalib.data.batched import read_items
 from dalib.data.checks import check_batch_size, check_source_labels
 from dalib.data.domains import DATASETS, DomainPair
+from dalib.data.views import DrawSeeds, TwoViews, ViewOptions, image_views
 from dalib.distributed import ShardedRandomSampler, evaluation_sampler, global_seed
 from dalib.errors import DalibError
 from dalib.registry import split_spec
@@ -113,6 +114,8 @@ class DomainDataModule(pl.LightningDataModule):
       and DEV).
     - Target training labels are hidden, except ``target_labels_per_class`` per class for
       semi-supervised adaptation.
+    - ``target_views``: target training batches ``(x_weak, y, x_strong)``, two independent
+      augmentations of each image, FixMatch's weak and strong (``dalib.data.views``).
     - ``class_balanced``: source batches drawn with probability inversely proportional to
       class frequency (with replacement), for imbalanced source domains.
     - ``labelled_target_fraction``: with ``target_labels_per_class``, target batches drawn
@@ -142,6 +145,7 @@ class DomainDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         selection_samples: int = 2000,
+        target_views: Mapping[str, Any] | None = None,
     ) -> None:
         """The data of a run.
 
@@ -169,6 +173,9 @@ class DomainDataModule(pl.LightningDataModule):
             pin_memory: pin batches in memory (default: whether CUDA is available).
             selection_samples: target training samples (labels hidden) for the label-free
                 selection scores.
+            target_views: each target training sample as a weak and a strong augmentation of
+                its image, for target_loss fixmatch: {} for FixMatch's, or {shift, ops,
+                magnitude, cutout} (dalib.data.views); images only (digits, image folders).
         """
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -200,6 +207,7 @@ class DomainDataModule(pl.LightningDataModule):
             raise DalibError("labelled_target_fraction needs target_labels_per_class > 0")
         self.labelled_target_fraction = labelled_target_fraction
         self.selection_samples = selection_samples
+        self.target_views = None if target_views is None else ViewOptions.from_spec(target_views)
         self._num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._pair: DomainPair | None = None
@@ -277,13 +285,41 @@ class DomainDataModule(pl.LightningDataModule):
         target_eval = pair.target_eval if pair.target_eval is not None else pair.target_train
         n_select = min(self.selection_samples, len(target_eval))
         select = torch.randperm(len(target_eval), generator=generator)[:n_select].sort().values
-        return {
+        splits = {
             "source_train": source_train,
             "source_val": source_val,
             "target_train": KeepLabels(pair.target_train, keep),
             "target_test": pair.target_test,
             "target_unlabelled": KeepLabels(Subset(target_eval, select.tolist()), select[:0]),
         }
+        if self.target_views is not None:
+            views = image_views(pair.target_train, self.target_views)
+            if views is None:
+                raise DalibError(
+                    f"data.target_views: the {self.dataset_name!r} dataset has no target images "
+                    "to augment (feature vectors or points, where FixMatch's shifts, RandAugment "
+                    "and Cutout have no meaning); remove target_views"
+                )
+            images = KeepLabels(views.images, keep)
+            splits["target_views"] = TwoViews(images, views.weak, views.strong)
+        return splits
+
+    def require_target_views(self, target_loss: str) -> None:
+        """Stop before training when ``target_loss`` needs a weak and a strong view of each
+        target sample and this data module makes none, with what to change."""
+        if self.target_views is not None:
+            return
+        if image_views(self.pair.target_train, ViewOptions()) is None:
+            raise DalibError(
+                f"target_loss {target_loss} trains on a weak and a strong augmentation of each "
+                f"target image; the {self.dataset_name!r} dataset has none to augment (feature "
+                "vectors or points, where FixMatch's shifts, RandAugment and Cutout have no "
+                "meaning): use pseudo_label, its one-view form"
+            )
+        raise DalibError(
+            f"target_loss {target_loss} needs a weak and a strong view of each target image: "
+            "set data.target_views: {} (FixMatch's augmentations; options in dalib.data.views)"
+        )
 
     def _hold_out(self, pair: DomainPair, generator: torch.Generator) -> tuple[Dataset, Dataset]:
         """``val_fraction`` of the source held out for validation, the rest for training."""
@@ -369,19 +405,28 @@ class DomainDataModule(pl.LightningDataModule):
         )
 
     def _train_loader(
-        self, dataset: Dataset, stream: int, weights: torch.Tensor | None, index: bool = False
+        self,
+        dataset: Dataset,
+        stream: int,
+        weights: torch.Tensor | None,
+        index: bool = False,
+        seeds: bool = False,
     ) -> DataLoader:
-        """Batches of ``dataset``; drawn with replacement in proportion to ``weights`` if given."""
+        """Batches of ``dataset``; drawn with replacement in proportion to ``weights`` if given;
+        with ``seeds``, each index with its augmentation seed (``dalib.data.views``)."""
         steps = self.steps_per_epoch()
         replicas, rank = self.replicas()
         if replicas > 1:
             sampler = ShardedRandomSampler(
-                dataset, steps, self.batch_size, replicas, rank, global_seed() + stream, weights
-            )
+                dataset, steps, self.batch_size, replicas, rank, global_seed() + stream, weights,
+                draw_seeds=seeds,
+            )  # fmt: skip
         elif weights is not None:
             sampler = WeightedRandomSampler(weights, steps * self.batch_size, replacement=True)
         else:
             sampler = RandomSampler(dataset, num_samples=steps * self.batch_size)
+        if seeds and replicas == 1:
+            sampler = DrawSeeds(sampler)
         if replicas == 1:  # the sharded sampler's order is a function of (seed, epoch) already
             sampler = ResumableSampler(sampler)
         if index:
@@ -418,10 +463,16 @@ class DomainDataModule(pl.LightningDataModule):
                 "source": self._train_loader(
                     self.splits["source_train"], 0, self.source_weights(), self.source_index
                 ),
-                "target": self._train_loader(self.splits["target_train"], 1, self.target_weights()),
+                "target": self._target_train_loader(),
             },
             mode="min_size",
         )
+
+    def _target_train_loader(self) -> DataLoader:
+        """Target batches ``(x, y)``; with ``target_views``, ``(x_weak, y, x_strong)``."""
+        views = "target_views" in self.splits
+        dataset = self.splits["target_views" if views else "target_train"]
+        return self._train_loader(dataset, 1, self.target_weights(), seeds=views)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [*self.test_dataloader(), self._eval_loader("target_unlabelled")]

@@ -7,7 +7,8 @@
 
 Full training splits for training (target labels hidden by the data module); the target's test
 split for evaluation. Images are decoded once into uint8 tensors and normalised per item to
-[-1, 1] (a batch at once), so loading costs next to nothing.
+[-1, 1] (a batch at once), so loading costs next to nothing. No augmentation, except the weak
+and strong target views of ``data.target_views`` (``DigitImages.views``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.transforms import v2
 
+from dalib.data.batched import BatchedTensorDataset
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.roots import data_root, where_from
+from dalib.data.views import ImageViews, ViewOptions, compose
 from dalib.errors import DalibError
 
 DIGITS: dict[str, Callable[..., Dataset]] = {
@@ -35,6 +39,7 @@ DIGITS: dict[str, Callable[..., Dataset]] = {
     ),
 }
 TASKS = {("MNIST", "USPS"): (1, 28), ("USPS", "MNIST"): (1, 28), ("SVHN", "MNIST"): (3, 32)}
+DIGIT_SHIFT = 0.125  # FixMatch's weak shift, 4 pixels of 32 (libml/augment.py:351)
 
 
 class DigitImages(Dataset):
@@ -53,6 +58,19 @@ class DigitImages(Dataset):
         """The samples at ``indices``, normalised as one batch (``dalib.data.batched``)."""
         images = to_unit_range(self.images[indices])
         return list(zip(images.unbind(0), self.targets[indices].tolist(), strict=True))
+
+    def views(self, options: ViewOptions) -> ImageViews:
+        """FixMatch's weak and strong views of these images (``dalib.data.views``): a
+        reflect-padded shift by up to ``options.shift`` of the side (no flip: digits are not
+        mirror-symmetric); the strong view adds RandAugment (on the uint8 pixels) and Cutout."""
+        size = self.images.shape[-1]
+        pad = round((DIGIT_SHIFT if options.shift is None else options.shift) * size)
+        shift = v2.RandomCrop(size, padding=pad, padding_mode="reflect") if pad > 0 else None
+        return ImageViews(
+            images=BatchedTensorDataset(self.images, self.targets),
+            weak=compose(shift, to_unit_range),
+            strong=compose(shift, options.randaugment(), to_unit_range, options.cutout_step()),
+        )
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

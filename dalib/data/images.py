@@ -15,7 +15,8 @@ Two layouts, as the published protocols use them:
 Transforms are the standard ones: training resize to 256x256, random crop 224, horizontal flip;
 evaluation resize 256x256, centre crop 224; ImageNet normalisation (``normalize: symmetric``
 gives ``(p - 128) / 128`` on 0..255 pixels, which the MobileNetV2 checkpoint of ../shared/weights
-expects).
+expects). With ``data.target_views`` the target training images also come as FixMatch's weak
+(the training transform) and strong (with RandAugment and Cutout) views (``ImageList.views``).
 
 ``download: true`` fetches the benchmark's archives (``dalib.data.download.ARCHIVES``, the
 public locations the field uses) into the data folder first: resumable, and safely extracted.
@@ -24,10 +25,10 @@ public locations the field uses) into the data folder first: resumable, and safe
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +39,7 @@ from torchvision.transforms import v2
 from dalib.data.domains import DATASETS, DomainPair
 from dalib.data.download import ARCHIVES, fetch
 from dalib.data.roots import data_root, require
+from dalib.data.views import ImageViews, ViewOptions, compose
 from dalib.errors import DalibError
 
 NORMALIZATION = {
@@ -83,25 +85,50 @@ BENCHMARKS = {
 }  # fmt: skip
 
 
-def image_transform(train: bool, resize: int, crop: int, normalize: str) -> v2.Compose:
-    """The standard training (random crop, flip) or evaluation (centre crop) transform."""
-    if normalize not in NORMALIZATION:
-        raise DalibError(f"normalize must be one of {', '.join(NORMALIZATION)}, got {normalize!r}")
-    if crop > resize:
-        raise DalibError(f"crop ({crop}) must not exceed resize ({resize})")
-    mean, std = NORMALIZATION[normalize]
-    crop_step = [v2.RandomCrop(crop), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(crop)]
-    return v2.Compose([
-        v2.ToImage(), v2.Resize((resize, resize), antialias=True), *crop_step,
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])  # fmt: skip
+@dataclass(frozen=True)
+class ImageTransforms:
+    """The transforms of a benchmark's images: resize to ``resize`` x ``resize``, crop
+    ``crop`` (random in training, central in evaluation), ``normalize``."""
+
+    resize: int
+    crop: int
+    normalize: str
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATION:
+            raise DalibError(
+                f"normalize must be one of {', '.join(NORMALIZATION)}, got {self.normalize!r}"
+            )
+        if self.crop > self.resize:
+            raise DalibError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+
+    def transform(self, train: bool, strong: ViewOptions | None = None) -> v2.Compose:
+        """The standard training (random crop, flip) or evaluation (centre crop) transform;
+        with ``strong``, the training one with FixMatch's RandAugment and Cutout."""
+        mean, std = NORMALIZATION[self.normalize]
+        if train:
+            crop_step = [v2.RandomCrop(self.crop), v2.RandomHorizontalFlip()]
+        else:
+            crop_step = [v2.CenterCrop(self.crop)]
+        return compose(
+            v2.ToImage(), v2.Resize((self.resize, self.resize), antialias=True), *crop_step,
+            None if strong is None else strong.randaugment(),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+            None if strong is None else strong.cutout_step(),
+        )  # fmt: skip
 
 
 class ImageList(Dataset):
-    """``(path, label)`` samples, opened as RGB and transformed; ``targets`` holds the labels."""
+    """``(path, label)`` samples, opened as RGB and transformed; ``targets`` holds the labels.
+    ``recipe``, the benchmark's transforms, gives them FixMatch's views (``views``)."""
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: v2.Compose) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Callable[[Image.Image], Any],
+        recipe: ImageTransforms,
+    ) -> None:
+        self.samples, self.transform, self.recipe = samples, transform, recipe
         self.targets = [label for _, label in samples]
 
     def __len__(self) -> int:
@@ -110,6 +137,21 @@ class ImageList(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return self.transform(open_rgb(path)), label
+
+    def views(self, options: ViewOptions) -> ImageViews:
+        """FixMatch's views of these images (``dalib.data.views``): the weak one is the
+        training transform (random crop, horizontal flip), the strong one adds RandAugment and
+        Cutout; ``shift`` is the digits' and refused here."""
+        if options.shift is not None:
+            raise DalibError(
+                "data.target_views shift is the digits' weak view; an image folder's weak view "
+                "is its training transform (random crop, flip): remove shift"
+            )
+        return ImageViews(
+            images=ImageList(self.samples, v2.Identity(), self.recipe),
+            weak=self.recipe.transform(train=True),
+            strong=self.recipe.transform(train=True, strong=options),
+        )
 
 
 def open_rgb(path: Path) -> Image.Image:
@@ -260,17 +302,20 @@ def image_benchmark(
         test_samples = target_samples if same else readable(test_samples)
         if source_test_samples is not None:
             source_test_samples = readable(source_test_samples)
-    train_tf, eval_tf = (image_transform(train, resize, crop, normalize) for train in (True, False))
-    source_test = None if source_test_samples is None else ImageList(source_test_samples, eval_tf)
+    recipe = ImageTransforms(resize, crop, normalize)
+    train_tf, eval_tf = recipe.transform(train=True), recipe.transform(train=False)
+    source_test = (
+        None if source_test_samples is None else ImageList(source_test_samples, eval_tf, recipe)
+    )
     return DomainPair(
         benchmark=name,
         task=f"{s}->{t}",
-        source=ImageList(source_samples, train_tf),
-        target_train=ImageList(target_samples, train_tf),
-        target_test=ImageList(test_samples, eval_tf),
+        source=ImageList(source_samples, train_tf, recipe),
+        target_train=ImageList(target_samples, train_tf, recipe),
+        target_test=ImageList(test_samples, eval_tf, recipe),
         num_classes=benchmark.num_classes,
-        source_eval=ImageList(source_samples, eval_tf),
-        target_eval=ImageList(target_samples, eval_tf),
+        source_eval=ImageList(source_samples, eval_tf, recipe),
+        target_eval=ImageList(target_samples, eval_tf, recipe),
         in_memory=False,
         source_origin=source_origin,
         source_test=source_test,
