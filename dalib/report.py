@@ -84,18 +84,20 @@ def published(records: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def selection_table(records: list[dict[str, Any]], varied: Sequence[str]) -> list[list[str]]:
-    """Per row: the mean target accuracy of the model each selection score chose."""
+    """Per row: the mean target accuracy of the model each selection score chose (blank for a
+    score its runs did not record, e.g. runs of an older version)."""
     scored = [r for r in records if r.get("selections")]
     if not scored:
         return []
-    names = list(scored[0]["selections"])
+    names = list(dict.fromkeys(name for r in scored for name in r["selections"]))
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in scored:
         for name, choice in r["selections"].items():
             values[row_name(r, varied), name].append(choice["target_acc"])
     rows = [["method", *names]]
     for row in sorted({row_name(r, varied) for r in scored}):
-        rows.append([row, *(f"{100 * statistics.mean(values[row, n]):.1f}" for n in names)])
+        means = [statistics.mean(v) if (v := values[row, n]) else None for n in names]
+        rows.append([row, *("" if m is None else f"{100 * m:.1f}" for m in means)])
     return rows
 
 

@@ -13,7 +13,8 @@ def write_run(folder, method, seed, acc, reference):
     folder.mkdir(parents=True)
     record = {"method": method, "dataset": "toy", "task": "A->B", "seed": seed,
               "selected_by": "last", "target_acc": acc, "oracle_target_acc": acc + 0.01,
-              "last_target_acc": acc, "selections": {"last": {"target_acc": acc}},
+              "last_target_acc": acc,
+              "selections": {"last": {"target_acc": acc}, "rv": {"target_acc": acc - 0.1}},
               "reference": reference, "config": {"data": {}, "model": {}}}  # fmt: skip
     (folder / "result.json").write_text(json.dumps(record))
 
@@ -56,3 +57,8 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
     assert "| source_only | A->B | 55.0 | 2 | 57.0 | -2.0 (missed) | Paper, Table 1 |" in text
     assert "| mcd | 70.00 | 1 | 1 | +15.00 (above) |" in text
     assert "| source_only | 55.0 ± 7.1 | 55.0 | 2 |" in text
+    # a score the older runs did not record (here rv) is blank in their rows
+    assert (
+        "| method | last | rv |\n|---|---|---|\n| mcd | 70.0 | 60.0 |\n| source_only | 55.0 |  |"
+        in text
+    )
