@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--baseline", action="append", default=[], help="'label=value' (percent)")
     parser.add_argument("--previous", type=Path, help="keep this publication's other runs")
     parser.add_argument("--experiments", type=Path, help="the benchmark's config folder")
+    parser.add_argument(
+        "--runs-at", help="the commit the runs were made at, when not HEAD (a pinned checkout)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write (%(default)s)")
     args = parser.parse_args()
     if args.previous and not args.experiments:
@@ -185,8 +188,12 @@ def main() -> None:
             references[record["method"]] = record["reference"]
         if k := record["config"]["data"].get("target_labels_per_class"):
             labelled[record["method"]] = k
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
+    commit = (
+        args.runs_at
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    )
     planned = f" of the {args.planned} the sweep plans" if args.planned else ""
     if kept:
         planned += (
