@@ -4,11 +4,11 @@
         --command "bash benchmarks/office_caltech.sh" --planned 468 \
         --baseline "CORAL + linear SVM (Sun, Feng and Saenko, AAAI 2016)=48.8"
 
-``<name>.json`` is ``dalib report``'s ``records.json`` (one entry per run, accuracies in percent);
-``<name>.md`` is the report under a header that names the command, the code version and how
-many of the planned runs it holds, followed by the target check: every method's average over
-tasks against the published numbers its config names and against each ``--baseline``, and
-against source-only measured in the same table.
+``<name>.json`` is ``dalib report``'s ``records.json`` (one entry per run, accuracies in percent,
+``commit``: the dalib version that made the run); ``<name>.md`` is the report under a header that
+names the command, the code versions and how many of the planned runs each made, followed by
+the target check: every method's average over tasks against the published numbers its config
+names and against each ``--baseline``, and against source-only measured in the same table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 import statistics
 import subprocess
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -112,15 +112,17 @@ def run_key(record: dict) -> tuple:
     )
 
 
-def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], str]:
+def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], dict[tuple, str]]:
     """The earlier publication's runs that ``new`` does not redo, in the report's internal form
-    (fractions, a ``_path`` naming where they come from), and the code version that made them
-    (from the header of the ``.md`` beside it)."""
+    (fractions, a ``_path`` naming where they come from), and the code version of each, by
+    ``run_key``: its ``commit``, or for a publication older than that field, the version its
+    ``.md`` header names (right only where that publication came from one version)."""
     header = (
         previous.with_suffix(".md").read_text() if previous.with_suffix(".md").is_file() else ""
     )
     version = m.group(1) if (m := re.search(r"\(dalib ([0-9a-f]+),", header)) else "unknown"
     redone = {run_key(r) for r in new}
+    versions = {}
 
     def fraction(value: float | None) -> float | None:
         return None if value is None else value / 100
@@ -129,6 +131,7 @@ def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], str]:
     for r in json.loads(previous.read_text()):
         if run_key(r) in redone:
             continue
+        versions[run_key(r)] = r.get("commit", version)
         kept.append({
             "dataset": r["benchmark"], "task": r["task"], "method": r["method"], "seed": r["seed"],
             "_params": r["params"], "_path": f"{previous}#{r['method']}/{r['task']}/{r['seed']}",
@@ -138,7 +141,7 @@ def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], str]:
             "selections": {n: {"target_acc": fraction(v)} for n, v in r["selections"].items()},
             "train_step_ms": r["train_step_ms"], "wall_time_s": r["wall_time_s"],
         })  # fmt: skip
-    return kept, version
+    return kept, versions
 
 
 def experiment_facts(folder: Path, methods: set[str]) -> tuple[dict, dict]:
@@ -171,12 +174,12 @@ def main() -> None:
     if args.previous and not args.experiments:
         parser.error("--previous needs --experiments (the kept methods' references)")
     baselines = [(b.rsplit("=", 1)[0], float(b.rsplit("=", 1)[1])) for b in args.baseline]
-    kept, kept_version = [], ""
+    kept, kept_versions = [], {}
     if args.previous:
         with tempfile.TemporaryDirectory() as tmp:
             write_report(args.runs, Path(tmp))
             new = json.loads((Path(tmp) / "records.json").read_text())
-        kept, kept_version = kept_records(args.previous, new)
+        kept, kept_versions = kept_records(args.previous, new)
     with tempfile.TemporaryDirectory() as tmp:
         report = write_report(args.runs, Path(tmp), kept=kept)
         records = json.loads((Path(tmp) / "records.json").read_text())
@@ -194,12 +197,16 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
     )
+    for record in records:
+        record["commit"] = kept_versions.get(run_key(record), commit)
     planned = f" of the {args.planned} the sweep plans" if args.planned else ""
     if kept:
+        by_version = Counter(kept_versions.values())
+        made_by = ", ".join(f"{n} by dalib {v}" for v, n in sorted(by_version.items()))
         planned += (
             f" ({len(records) - len(kept)} from this command at dalib {commit}; {len(kept)} kept "
-            f"from the earlier publication {args.previous.name}, made by dalib {kept_version}, "
-            "for the runs not rerun)"
+            f"from the earlier publication {args.previous.name} for the runs not rerun, made "
+            f"{made_by}; each record's `commit` names its version)"
         )
     header = [
         f"# {args.name}: results",

@@ -27,7 +27,7 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
     previous = [
         {**flat, "method": "source_only", "seed": 0, "target_acc": 50.0,
          "oracle_target_acc": 52.0, "last_target_acc": 50.0, "selections": {"last": 50.0}},
-        {**flat, "method": "source_only", "seed": 1, "target_acc": 60.0,
+        {**flat, "method": "source_only", "seed": 1, "target_acc": 60.0, "commit": "def5678",
          "oracle_target_acc": 62.0, "last_target_acc": 60.0, "selections": {"last": 60.0}},
         {**flat, "method": "mcd", "seed": 0, "target_acc": 10.0,
          "oracle_target_acc": 11.0, "last_target_acc": 10.0, "selections": {"last": 10.0}},
@@ -44,16 +44,22 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
     subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "publish.py"), str(tmp_path / "runs"), "toy",
          "--command", "bash x.sh", "--previous", str(tmp_path / "toy.json"),
-         "--experiments", str(experiments), "--out", str(out)],
+         "--experiments", str(experiments), "--out", str(out), "--runs-at", "fed9876"],
         check=True, cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     records = json.loads((out / "toy.json").read_text())
-    assert sorted((r["method"], r["seed"], r["target_acc"]) for r in records) == [
-        ("mcd", 0, 70.0), ("source_only", 0, 50.0), ("source_only", 1, 60.0)
+    # each run names the version that made it: the new run this command's, a kept run its own
+    # `commit`, or (a publication older than that field) the version its header names
+    assert sorted((r["method"], r["seed"], r["target_acc"], r["commit"]) for r in records) == [
+        ("mcd", 0, 70.0, "fed9876"), ("source_only", 0, 50.0, "abc1234"),
+        ("source_only", 1, 60.0, "def5678"),
     ]  # fmt: skip
     text = (out / "toy.md").read_text()
-    assert "It holds 3 runs (1 from this command at dalib " in text
-    assert "2 kept from the earlier publication toy.json, made by dalib abc1234" in text
+    assert "It holds 3 runs (1 from this command at dalib fed9876; 2 kept " in text
+    assert (
+        "from the earlier publication toy.json for the runs not rerun, made 1 by dalib abc1234, "
+        "1 by dalib def5678;" in text
+    )
     assert "| source_only | A->B | 55.0 | 2 | 57.0 | -2.0 (missed) | Paper, Table 1 |" in text
     assert "| mcd | 70.00 | 1 | 1 | +15.00 (above) |" in text
     assert "| source_only | 55.0 ± 7.1 | 55.0 | 2 |" in text
