@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from dalib.records import load_records
+from dalib.report import mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OFFICE_CALTECH = [f"{s}2{t}" for s in "ACDW" for t in "ACDW" if s != t]
@@ -64,13 +65,6 @@ def hand_gamma(record: dict[str, Any]) -> float | None:
     """The committed γ of a hand-set run (a number in these configs), None for source-only."""
     gamma = record["config"]["model"].get("gamma")
     return float(gamma) if record["config"]["model"].get("discrepancy") else None
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
 
 
 def summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,8 +173,9 @@ def task_rows(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
         lines.append(
             f"| {row['benchmark']} | {row['method']} | {setting} | {gamma_text(row['gamma'])} | "
             f"{gamma_text(row['gradient_ratio_at_start'])} | "
-            f"{mean_std(row['target_acc_last'])} | {mean_std(row['oracle_target_acc'])} | "
-            f"{mean_std(row['source_val_acc'])} | {row['collapsed_runs']} | "
+            f"{mean_std(row['target_acc_last'], scale=1)} | "
+            f"{mean_std(row['oracle_target_acc'], scale=1)} | "
+            f"{mean_std(row['source_val_acc'], scale=1)} | {row['collapsed_runs']} | "
             f"{len(row['seeds'])} |"
         )
     return lines
