@@ -1,5 +1,6 @@
 """ADDA's two phases: which parameters each trains, the target encoder's start, its losses."""
 
+import copy
 import warnings
 
 import pytest
@@ -73,19 +74,33 @@ def test_adda_losses_train_the_critic_and_the_encoder_each_on_its_own_loss():
     torch.manual_seed(0)
     module = adda_module()
     adversarial = module.objective.discrepancy
-    f_s = torch.randn(8, 8)
+    f_s = torch.randn(8, 8) + 3.0  # the domains apart, so that batch statistics matter
     f_t = torch.randn(8, 8, requires_grad=True)
-    adversarial.eval()  # the same BatchNorm statistics for the independent computation
-    critic, encoder = AdversarialDiscriminativeAdaptation.adversarial_losses(adversarial, f_s, f_t)
     d = adversarial.discriminator
-    d_s, d_t = d(f_s).squeeze(1), d(f_t).squeeze(1)
+    optimiser = torch.optim.SGD(d.parameters(), lr=0.1)
+    for _ in range(50):  # a critic that tells the domains apart
+        optimiser.zero_grad()
+        adversarial(f_s, f_t.detach()).backward()
+        optimiser.step()
+    d.zero_grad(set_to_none=True)
+    untouched = copy.deepcopy(d)  # training mode: BatchNorm uses the batch's statistics
+    critic, encoder = AdversarialDiscriminativeAdaptation.adversarial_losses(adversarial, f_s, f_t)
+    both = untouched(torch.cat([f_s, f_t])).squeeze(1)
+    d_s, d_t = both[:8], both[8:]
     expected_critic = 0.5 * (
         F.binary_cross_entropy_with_logits(d_s, torch.ones(8))
         + F.binary_cross_entropy_with_logits(d_t, torch.zeros(8))
     )
     assert critic.item() == pytest.approx(expected_critic.item(), rel=1e-6)
-    expected_encoder = -F.logsigmoid(d_t).mean()  # inverted labels: -log d(f_t)
+    # inverted labels, -log d(f_t), with d normalising the batch of both domains as the critic
+    # does; on the target features alone (their own statistics) it would be another number
+    expected_encoder = -F.logsigmoid(d_t).mean()
     assert encoder.item() == pytest.approx(expected_encoder.item(), rel=1e-6)
+    alone = copy.deepcopy(d)(f_t.detach()).squeeze(1)
+    assert abs(-F.logsigmoid(alone).mean().item() - encoder.item()) > 0.1
+    # the running statistics moved once, by the critic's pass only
+    for ours, once in zip(d.buffers(), untouched.buffers(), strict=True):
+        assert torch.equal(ours, once)
     critic.backward(retain_graph=True)
     assert f_t.grad is None  # the critic's loss reaches no feature, only the discriminator
     assert all(p.grad is not None for p in d.parameters())

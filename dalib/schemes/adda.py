@@ -76,11 +76,20 @@ class AdversarialDiscriminativeAdaptation(Standard):
         """ADDA's two losses (Tzeng et al. 2017, eq. 8-9, the "GAN" inverted-label form):
         the discriminator's ``½[BCE(d(f_s), 1) + BCE(d(f_t), 0)]`` on detached features (it
         trains only ``d``), and the target encoder's ``BCE(d(f_t), 1)`` through a copy of
-        ``d``'s parameters without gradient (it trains only the encoder)."""
+        ``d``'s parameters without gradient (it trains only the encoder).
+
+        Both see ``d`` on the same batch, source and target together, as the critic's does: the
+        discriminator's BatchNorm normalises with that batch's statistics, and on a batch of
+        target features alone it would remove the very offset between the domains that the
+        critic learnt to see, leaving the encoder a gradient that drives ``f_t`` away from the
+        source (target accuracy fell with every step on digits). The second pass updates no
+        running statistics (it gets copies of ``d``'s buffers)."""
         d = adversarial.discriminator
         critic = adversarial(f_s.detach(), f_t.detach())
         frozen = {name: p.detach() for name, p in d.named_parameters()}
-        logits = torch.func.functional_call(d, frozen, (f_t,)).squeeze(1)
+        frozen |= {name: b.clone() for name, b in d.named_buffers()}
+        both = torch.cat([f_s.detach(), f_t])
+        logits = torch.func.functional_call(d, frozen, (both,)).squeeze(1)[len(f_s) :]
         encoder = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return critic, encoder
 
