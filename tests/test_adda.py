@@ -3,6 +3,7 @@
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -43,9 +44,12 @@ class Snapshots(pl.Callback):
         self.moved.append({n for n, p in now.items() if not torch.equal(p, self.before[n])})
 
 
-def test_adda_trains_the_source_model_then_only_the_target_encoder_and_discriminator(tmp_path):
+@pytest.mark.parametrize("adversary", ["inverted_labels", "reversal"])
+def test_adda_trains_the_source_model_then_only_the_target_encoder_and_discriminator(
+    tmp_path, adversary
+):
     torch.manual_seed(0)
-    module = adda_module(source_fraction=0.5)
+    module = adda_module(source_fraction=0.5, adversary=adversary, warm_up_steps=1)
     snapshots = Snapshots()
     trainer = pl.Trainer(
         max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -68,6 +72,9 @@ def test_adda_trains_the_source_model_then_only_the_target_encoder_and_discrimin
     # the target encoder follows the source backbone up to the switch, then trains on its own
     assert snapshots.target_equals_source == [True, True, True, False]
     assert module.method == "adda+dann"
+    if adversary == "reversal":  # steps 2 and 3 are adaptation steps 0 and 1 of the warm start
+        expected = AdversarialDiscriminativeAdaptation.warm_start(1, 1, 2.0)
+        assert module.objective.discrepancy.grl.scale == pytest.approx(expected)
 
 
 def test_adda_losses_train_the_critic_and_the_encoder_each_on_its_own_loss():
@@ -110,12 +117,46 @@ def test_adda_losses_train_the_critic_and_the_encoder_each_on_its_own_loss():
     assert all(p.grad is None for p in d.parameters())
 
 
+def test_the_reversal_adversary_is_dann_s_loss_with_the_warmed_up_reversal():
+    """The Transfer-Learning-Library's form: one loss, DANN's, through the reversal layer whose
+    coefficient follows its warm start; the encoder gets minus that coefficient times the
+    gradient of the loss at the target features, the discriminator the loss's own gradient."""
+    scheme_of = AdversarialDiscriminativeAdaptation
+    # tllib/modules/grl.py:71-74 with lo=0, hi=2, alpha=1, max_iters=1000
+    expected = [2 * 2 / (1 + np.exp(-i / 1000)) - 2 for i in (0, 500, 1000, 5000)]
+    got = [scheme_of.warm_start(i, 1000, 2.0) for i in (0, 500, 1000, 5000)]
+    assert got == pytest.approx(expected, rel=1e-12) and got[0] == 0 and got[-1] < 2
+    torch.manual_seed(0)
+    module = adda_module(adversary="reversal")
+    adversarial = module.objective.discrepancy
+    f_s, f_t = torch.randn(8, 8) + 3.0, torch.randn(8, 8, requires_grad=True)
+    d = adversarial.discriminator
+    plain = copy.deepcopy(d)
+    adversarial.grl.scale = scheme_of.warm_start(300, 1000, 2.0)
+    loss = adversarial(f_s, f_t)
+    loss.backward()
+    f_t_plain = f_t.detach().clone().requires_grad_(True)
+    logits = plain(torch.cat([f_s, f_t_plain])).squeeze(1)
+    expected_loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(logits[:8], torch.ones(8))
+        + F.binary_cross_entropy_with_logits(logits[8:], torch.zeros(8))
+    )
+    expected_loss.backward()
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-6)
+    coefficient = scheme_of.warm_start(300, 1000, 2.0)
+    assert torch.allclose(f_t.grad, -coefficient * f_t_plain.grad, atol=1e-7)
+    for ours, reference in zip(d.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(ours.grad, reference.grad, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"unshared": None}, "set model.unshared: 0.0"),
         ({"discrepancy": "mmd"}, "needs a domain discriminator"),
         ({"target_loss": "entropy"}, "would ignore model.target_loss"),
+        ({"scheme": {"name": "adda", "adversary": "gan"}}, "adversary must be one of"),
+        ({"scheme": {"name": "adda", "warm_up_steps": 0}}, "must be > 0"),
     ],
 )
 def test_bad_adda_settings_are_one_line_errors(options, message):

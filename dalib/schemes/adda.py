@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dalib.objective import Batch
 
 SOURCE_PARTS = ("backbone", "bottleneck", "head")
+ADVERSARIES = ("inverted_labels", "reversal")
 
 
 @SCHEMES.register("adda")
@@ -42,22 +43,44 @@ class AdversarialDiscriminativeAdaptation(Standard):
     ``source_fraction: 0`` skips phase 1, for a model whose source parts come from
     ``init_from`` (a source-only run's checkpoint, ``init_modules: [backbone, bottleneck,
     head]``). The phase follows from the global step, so a resumed run is in the same phase.
-    ADDA's losses have no weight: ``gamma`` is not used.
-    The losses are the paper's inverted-label ones (:meth:`adversarial_losses`), one SGD over
-    the target encoder and the discriminator; the Transfer-Learning-Library
-    (``examples/.../adda.py:111-123``) freezes the source model likewise but trains through a
-    gradient-reversal layer. Unlike both, the bottleneck is shared and frozen: only the
-    backbone is the target's own.
+    ADDA's losses have no weight: ``gamma`` is not used. One SGD trains the target encoder and
+    the discriminator, on one of two adversaries:
+
+    - ``adversary: inverted_labels`` (the paper's "GAN" form, :meth:`adversarial_losses`): the
+      discriminator and the encoder each minimise a loss of their own.
+    - ``adversary: reversal`` (the Transfer-Learning-Library's, ``examples/domain_adaptation/
+      image_classification/adda.py:124-125`` at c4aa59e): DANN's loss through its
+      gradient-reversal layer, whose coefficient warms up from 0 over the adaptation steps
+      (:meth:`warm_start`, ``warm_up_steps`` and ``reversal_max`` as its ``max_iters=1000`` and
+      ``hi=2``). On digits in the CPU setting the inverted labels drove the target accuracy far
+      below source-only, the reversal kept it near source-only (docs/methods_and_schemes.md).
+
+    Unlike both references, the bottleneck is shared and frozen: only the backbone is the
+    target's own.
     """
 
-    def __init__(self, network: Network, objective: Objective, source_fraction: float = 0.5):
+    def __init__(
+        self,
+        network: Network,
+        objective: Objective,
+        source_fraction: float = 0.5,
+        adversary: str = "inverted_labels",
+        warm_up_steps: int = 1000,
+        reversal_max: float = 2.0,
+    ):
         super().__init__()
         if not (math.isfinite(source_fraction) and 0 <= source_fraction < 1):
             raise DalibError(f"adda's source_fraction must be in [0, 1), got {source_fraction}")
+        if adversary not in ADVERSARIES:
+            raise DalibError(f"adda's adversary must be one of {ADVERSARIES}, got {adversary!r}")
+        if not (warm_up_steps > 0 and math.isfinite(reversal_max) and reversal_max > 0):
+            raise DalibError("adda's warm_up_steps and reversal_max must be > 0")
         if network.target_backbone is None:
             raise DalibError("adda trains a target encoder of its own: set model.unshared: 0.0")
         if not isinstance(getattr(objective.discrepancy, "discriminator", None), nn.Module):
             raise DalibError("adda needs a domain discriminator: set model.discrepancy: dann")
+        if adversary == "reversal" and not hasattr(objective.discrepancy, "grl"):
+            raise DalibError("adda's reversal adversary needs model.discrepancy: dann")
         extras = {
             "target_loss": objective.target_loss,
             "regularisers": len(objective.regularisers) or None,
@@ -68,6 +91,16 @@ class AdversarialDiscriminativeAdaptation(Standard):
         if used:
             raise DalibError(f"the adda scheme would ignore model.{used[0]}; remove it")
         self.source_fraction = float(source_fraction)
+        self.adversary = adversary
+        self.warm_up_steps, self.reversal_max = int(warm_up_steps), float(reversal_max)
+
+    @staticmethod
+    def warm_start(step: int, warm_up_steps: int, high: float) -> float:
+        """The reversal coefficient ``2·hi / (1 + exp(-i/N)) − hi`` at adaptation step ``i``: 0
+        at the switch, rising towards ``hi`` (Transfer-Learning-Library
+        ``tllib/modules/grl.py:71-74``, ``WarmStartGradientReverseLayer`` with ``lo=0``,
+        ``alpha=1``)."""
+        return 2.0 * high / (1.0 + math.exp(-step / warm_up_steps)) - high
 
     @staticmethod
     def adversarial_losses(
@@ -116,8 +149,17 @@ class AdversarialDiscriminativeAdaptation(Standard):
                 f_s = network.features(x_s, "source")
                 logits_s = network.head(f_s)
             f_t = network.features(batch["target"][0], "target")
-            critic, encoder = self.adversarial_losses(module.objective.discrepancy, f_s, f_t)
-            terms = {"loss": critic + encoder, "discrepancy": critic, "encoder_loss": encoder}
+            adversarial = module.objective.discrepancy
+            if self.adversary == "reversal":
+                scale = self.warm_start(
+                    module.global_step - switch, self.warm_up_steps, self.reversal_max
+                )
+                adversarial.grl.scale = scale
+                critic = adversarial(f_s, f_t)
+                terms = {"loss": critic, "discrepancy": critic, "reversal": torch.tensor(scale)}
+            else:
+                critic, encoder = self.adversarial_losses(adversarial, f_s, f_t)
+                terms = {"loss": critic + encoder, "discrepancy": critic, "encoder_loss": encoder}
             # the frozen classifier's source loss: logged in both phases, so that a run resumed
             # in phase 2 logs the same terms as one that went through phase 1
             terms["source_ce"] = F.cross_entropy(logits_s, y_s)
