@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from dalib.records import load_records
-from dalib.report import write_report
+from dalib.records import load_records, scan_records
+from dalib.report import swept_params, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -176,9 +176,9 @@ def main() -> None:
     baselines = [(b.rsplit("=", 1)[0], float(b.rsplit("=", 1)[1])) for b in args.baseline]
     kept, kept_versions = [], {}
     if args.previous:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report(args.runs, Path(tmp))
-            new = json.loads((Path(tmp) / "records.json").read_text())
+        new = scan_records(args.runs)[0]
+        swept_params(new, args.runs)  # gives each record its ``_params``, as the report does
+        new = [{**r, "params": r["_params"]} for r in new]
         kept, kept_versions = kept_records(args.previous, new)
     with tempfile.TemporaryDirectory() as tmp:
         report = write_report(args.runs, Path(tmp), kept=kept)
