@@ -17,11 +17,12 @@ import json
 import math
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dalib.records import RESULT_FILE, SWEEP_FILE, load_records
-from dalib.report import regret_sections, swept_params
+from dalib.report import markdown, regret_sections, swept_params
 from dalib.selection.regret import (
     RANDOM,
     RunScores,
@@ -120,6 +121,42 @@ def recommendation(benchmark: str, within: dict, grid: dict | None) -> str:
     return line
 
 
+def by_method(runs: list[RunScores], higher: dict[str, bool]) -> dict[str, dict[str, dict]]:
+    """Across-grid cells per grid benchmark and method (``"<benchmark>, <method>"``): whether a
+    score that ranks one method's grids well also ranks another's."""
+    split = [replace(r, benchmark=f"{r.benchmark}, {r.method}") for r in runs
+             if r.benchmark.endswith(" grid")]  # fmt: skip
+    return across_grids(split, higher)
+
+
+def method_table(cells: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown: one row per score, one column per method; each cell the mean regret across that
+    method's grids with the mean Spearman ρ, the lowest regret of a column in bold."""
+    columns = sorted(cells)
+    names = sorted({name for c in cells.values() for name in c}, key=lambda n: (n == RANDOM, n))
+    rows = [["score", *(f"{c.split(', ')[-1]} ({cells[c][RANDOM]['n']} grids)" for c in columns)]]
+    best = {c: min(v["mean"] for v in cells[c].values()) for c in columns}
+    for name in names:
+        row = [f"`{name}`"]
+        for column in columns:
+            cell = cells[column].get(name)
+            if cell is None:
+                row.append("")
+                continue
+            text = f"{cell['mean']:.2f}"
+            text = f"**{text}**" if cell["mean"] == best[column] else text
+            if cell.get("spearman_n"):
+                text += f" (ρ {cell['spearman']:+.2f})"
+            row.append(text)
+        rows.append(row)
+    return [
+        "",
+        "### Grids per method: mean regret of the run each score picks (mean Spearman ρ)",
+        "",
+        markdown(rows),
+    ]
+
+
 def no_nan(value: Any) -> Any:
     """``value`` with every NaN (an undefined Spearman ρ) as ``None``: JSON has no NaN."""
     if isinstance(value, dict):
@@ -141,6 +178,7 @@ def main() -> None:
     runs = committed_runs() + grid_runs()
     higher = {name: score.higher_is_better for name, score in tracked_scores().items()}
     within, grid = within_runs(runs), across_grids(runs, higher)
+    per_method = by_method(runs, higher)
     planned = sum(len(load_sweep(path)[1]) for path in sorted(SWEEPS.glob("*.yaml")))
     finished = sum(r.benchmark.endswith(" grid") for r in runs)
     lines = [
@@ -172,10 +210,12 @@ def main() -> None:
         "",
         "## Tables",
         *regret_sections(runs, higher),
+        *(method_table(per_method) if per_method else []),
     ]
     (RESULTS / "selection.md").write_text("\n".join(lines) + "\n")
     out = {"command": COMMAND, "version": version(), "grid_runs": finished,
-           "grid_runs_planned": planned, "within_runs": within, "across_grids": grid}  # fmt: skip
+           "grid_runs_planned": planned, "within_runs": within, "across_grids": grid,
+           "across_grids_by_method": per_method}  # fmt: skip
     (RESULTS / "selection.json").write_text(json.dumps(no_nan(out), indent=1) + "\n")
     print("\n".join(lines))
 
