@@ -26,7 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from dalib.errors import DalibError
 
@@ -161,6 +161,7 @@ class RandomStates(Callback):
             loaders, position["rng_states"], position["skips"], strict=True
         ):
             loader.sampler.resume(rng_state, skip)
+            restart_prefetching(loader)
         set_random_states(state)
 
     def on_train_batch_end(
@@ -168,6 +169,25 @@ class RandomStates(Callback):
     ) -> None:
         """Count the epoch's batches: ``batch_idx`` counts on after a mid-epoch resume."""
         self._batches = batch_idx + 1
+
+
+def restart_prefetching(loader: DataLoader) -> None:
+    """Make a loader with worker processes draw its epoch again, from its resumed sampler.
+
+    Lightning creates the training iterator before ``on_train_start``, and a worker iterator
+    takes indices from the sampler as it is created: the resumed epoch would run on a fresh
+    order and the next epoch would skip the batches instead (losing them). With ``persistent_workers``, ``iter(loader)`` restarts the one
+    iterator that Lightning holds (``DataLoader.__iter__``); in-process loaders draw nothing
+    until their first batch.
+    """
+    if loader.num_workers == 0:
+        return
+    if not loader.persistent_workers:
+        raise DalibError(
+            "resuming in the middle of an epoch with loader workers needs "
+            "persistent_workers=True (dalib's data modules set it)"
+        )
+    iter(loader)
 
 
 def set_random_states(state_dict: dict[str, Any]) -> None:

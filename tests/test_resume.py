@@ -10,9 +10,10 @@ import time
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from dalib.resume import ResumableSampler
+from dalib.errors import DalibError
+from dalib.resume import ResumableSampler, restart_prefetching
 from tests.conftest import REPO, TOY
 
 ARGS = ["--trainer.max_epochs=8", "--trainer.deterministic=true", "--model.selection=dev",
@@ -105,3 +106,38 @@ def test_sigkill_inside_an_epoch_resumes_at_the_same_batch(tmp_path):
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert record(cut) == record(whole)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "views",
+    [[], ["--data.target_views={}", "--model.target_loss={name: fixmatch, threshold: 0.2}"]],
+    ids=["plain", "fixmatch_views"],
+)
+def test_sigkill_inside_an_epoch_resumes_exactly_with_loader_workers(tmp_path, views):
+    """With worker processes the training iterator starts drawing its epoch before the resume
+    is applied, and the first evaluation of the resumed process creates its persistent workers:
+    the run must still end with the uninterrupted run's steps, metrics and selections (with
+    dropout, and with FixMatch's augmented target views)."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    args = ['--data.dataset={"name": "tests.tiny_images:tiny_digits"}', "--data.batch_size=16",
+            "--data.selection_samples=32", "--model.checkpoint_every_n_steps=7",
+            "--trainer.max_epochs=4", "--data.num_workers=1", *views,
+            "--model.backbone={name: mlp, hidden_dims: [64, 64], dropout: 0.2}"]  # fmt: skip
+    assert fit(whole, *args, config="source_only").wait(timeout=300) == 0
+    last = cut / "runs" / "toy" / "source_only" / "version_0" / "checkpoints" / "last.ckpt"
+    killed = kill_when(
+        fit(cut, *args, config="source_only"), last, lambda ckpt: ckpt["global_step"] >= 40
+    )
+    assert killed["global_step"] % 30 != 0, "the checkpoint must lie inside an epoch"
+    resumed = fit(cut, *args, "--ckpt_path=last", config="source_only")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert record(cut, "source_only") == record(whole, "source_only")
+
+
+def test_resuming_mid_epoch_refuses_workers_that_do_not_persist():
+    loader = DataLoader(range(8), num_workers=1, persistent_workers=False)
+    with pytest.raises(DalibError, match="persistent_workers=True"):
+        restart_prefetching(loader)

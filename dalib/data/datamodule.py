@@ -434,10 +434,16 @@ class DomainDataModule(pl.LightningDataModule):
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     def _eval_loader(self, split: str) -> DataLoader:
+        """Batches of ``split`` in order. With workers, their seed comes from a generator of the
+        loader's own: the persistent iterator is created at a process's first evaluation, which
+        after a resume is not the run's first, so drawing it from torch's global generator would
+        shift the training randomness after a resume. (In-process loaders draw once at every
+        evaluation, resumed or not, and keep doing so, which leaves in-memory runs unchanged.)"""
         dataset = self.splits[split]
         replicas, rank = self.replicas()
         sampler = None if replicas == 1 else evaluation_sampler(dataset, split, replicas, rank)
-        return self._loader(dataset, self.eval_batch_size, sampler=sampler)
+        own = {"generator": torch.Generator()} if self.num_workers > 0 else {}
+        return self._loader(dataset, self.eval_batch_size, sampler=sampler, **own)
 
     def source_weights(self) -> torch.Tensor | None:
         """Sampling weights of the source: inverse class frequencies with ``class_balanced``."""
