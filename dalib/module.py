@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -298,7 +299,9 @@ class DomainAdaptationModule(pl.LightningModule):
             oracle = selection == "oracle"
             monitor = "val/target_acc" if oracle else f"select/{selection}"
             mode = "max" if oracle else scores[selection].mode
-            name = f"best-{selection}-{{epoch}}"
+            # a spec's "package.module:Name" as a file name: no ":" (not allowed on Windows)
+            safe = re.sub(r"[^\w.-]", "_", selection)
+            name = f"best-{safe}-{{epoch}}"
             callbacks.append(ModelCheckpoint(monitor=monitor, mode=mode, filename=name))
         callbacks.append(ModelCheckpoint(filename="last", enable_version_counter=False))
         if every is not None:

@@ -252,3 +252,17 @@ def test_a_run_without_source_hold_out_selects_by_the_fallback_and_says_why(tmp_
         "the score needs source labels"
     )
     assert set(record["selections"]) == {"entropy", "snd", "last", "oracle"}
+
+
+@pytest.mark.slow
+def test_selection_by_spec_keeps_a_checkpoint_whose_name_has_no_colon(tmp_path):
+    run_dalib(["fit", "-c", str(TOY / "dann.yaml"), "--trainer.max_epochs=2",
+               "--model.selection=dalib.selection.scores:entropy"], tmp_path)  # fmt: skip
+    record = only_result(tmp_path)
+    assert record["selected_by"] == "dalib.selection.scores:entropy"
+    checkpoint = Path(record["selected_checkpoint"])
+    assert (
+        checkpoint.name
+        == f"best-dalib.selection.scores_entropy-epoch={record['selected_epoch']}.ckpt"
+    )
+    assert checkpoint.is_file()
