@@ -139,7 +139,8 @@ def kept_records(previous: Path, new: list[dict]) -> tuple[list[dict], dict[tupl
             "oracle_target_acc": fraction(r["oracle_target_acc"]),
             "last_target_acc": fraction(r["last_target_acc"]),
             "selections": {n: {"target_acc": fraction(v)} for n, v in r["selections"].items()},
-            "train_step_ms": r["train_step_ms"], "wall_time_s": r["wall_time_s"],
+            "steps": r.get("steps"), "train_step_ms": r["train_step_ms"],
+            "wall_time_s": r["wall_time_s"],
         })  # fmt: skip
     return kept, versions
 

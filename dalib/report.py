@@ -127,6 +127,7 @@ def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 name: percent(choice["target_acc"])
                 for name, choice in (r.get("selections") or {}).items()
             },
+            "steps": r.get("steps"),
             "train_step_ms": r.get("train_step_ms"),
             "wall_time_s": r.get("wall_time_s"),
         }

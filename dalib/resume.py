@@ -176,9 +176,9 @@ def restart_prefetching(loader: DataLoader) -> None:
 
     Lightning creates the training iterator before ``on_train_start``, and a worker iterator
     takes indices from the sampler as it is created: the resumed epoch would run on a fresh
-    order and the next epoch would skip the batches instead (losing them). With ``persistent_workers``, ``iter(loader)`` restarts the one
-    iterator that Lightning holds (``DataLoader.__iter__``); in-process loaders draw nothing
-    until their first batch.
+    order and the next epoch would skip the batches instead (losing them). With
+    ``persistent_workers``, ``iter(loader)`` restarts the one iterator that Lightning holds
+    (``DataLoader.__iter__``); in-process loaders draw nothing until their first batch.
     """
     if loader.num_workers == 0:
         return

@@ -13,7 +13,7 @@ def write_run(folder, method, seed, acc, reference):
     folder.mkdir(parents=True)
     record = {"method": method, "dataset": "toy", "task": "A->B", "seed": seed,
               "selected_by": "last", "target_acc": acc, "oracle_target_acc": acc + 0.01,
-              "last_target_acc": acc,
+              "last_target_acc": acc, "steps": 30,
               "selections": {"last": {"target_acc": acc}, "rv": {"target_acc": acc - 0.1}},
               "reference": reference, "config": {"data": {}, "model": {}}}  # fmt: skip
     (folder / "result.json").write_text(json.dumps(record))
@@ -54,6 +54,12 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
         ("mcd", 0, 70.0, "fed9876"), ("source_only", 0, 50.0, "abc1234"),
         ("source_only", 1, 60.0, "def5678"),
     ]  # fmt: skip
+    # the steps each run trained (the earlier publication did not record them)
+    assert sorted((r["method"], r["seed"], r["steps"]) for r in records) == [
+        ("mcd", 0, 30),
+        ("source_only", 0, None),
+        ("source_only", 1, None),
+    ]
     text = (out / "toy.md").read_text()
     assert "It holds 3 runs (1 from this command at dalib fed9876; 2 kept " in text
     assert (
