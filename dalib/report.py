@@ -29,16 +29,33 @@ if TYPE_CHECKING:
 
 
 def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
-    """Hyper-parameters a sweep varied (from its ``sweep.json``), each run's values attached."""
+    """Hyper-parameters a sweep varied (from its ``sweep.json``), each run's values attached, and
+    each run's sweep task name (``_sweep_task``, the second part of its run id)."""
     by_dir: dict[str, dict[str, Any]] = {}
     for sweep_file, sweep in sweeps_under(root):
         for run in sweep["runs"]:
-            by_dir[str((sweep_file.parent / run["id"]).resolve())] = run["params"]
+            by_dir[str((sweep_file.parent / run["id"]).resolve())] = run
     for record in records:
-        path = str(Path(record["_path"]).resolve())
-        record["_params"] = by_dir.get(path, record.get("_params", {}))
+        run = by_dir.get(str(Path(record["_path"]).resolve()))
+        if run is not None:
+            record["_params"] = run["params"]
+            record["_sweep_task"] = run["id"].split("/")[1]
+        record.setdefault("_params", {})
     keys = {k for r in records for k in r["_params"]}
     return sorted(k for k in keys if len({str(r["_params"].get(k)) for r in records}) > 1)
+
+
+def split_shared_tasks(records: list[dict[str, Any]]) -> None:
+    """Where a sweep's named tasks share one data task (an ablation: ``tasks: {afn_only: {...},
+    entropy_only: {...}}`` on one dataset), name each run's task ``"<task> [<sweep task>]"`` so
+    that the tables keep the variants apart instead of pooling them as seeds."""
+    names: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if "_sweep_task" in record:
+            names[record["task"]].add(record["_sweep_task"])
+    for record in records:
+        if len(names.get(record["task"], ())) > 1:
+            record["task"] = f"{record['task']} [{record['_sweep_task']}]"
 
 
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -186,6 +203,7 @@ def write_report(
     for problem in problems:
         print(f"dalib report: skipping corrupt record: {problem}", file=sys.stderr, flush=True)
     varied = swept_params(records, root)
+    split_shared_tasks(records)
     check_writable(out, "cannot write the report to")
     parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
              "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip

@@ -272,6 +272,27 @@ def test_report_names_a_corrupt_record_and_goes_on(tmp_path, capsys):
     assert "| dann | 91.7 | Paper 2018, Table 1 |" in text
 
 
+def test_report_keeps_apart_the_named_tasks_of_an_ablation_on_one_data_task(tmp_path):
+    """Two sweep tasks on the same data (``afn_only``, ``entropy_only``) are two columns, not
+    four seeds of one; a task that no other sweep task shares keeps its own name."""
+    runs = []
+    for task, data_task, accs in (("afn_only", "U->M", (0.7, 0.8)),
+                                  ("entropy_only", "U->M", (0.5, 0.6)),
+                                  ("M2U", "M->U", (0.9, 0.9))):  # fmt: skip
+        for seed, acc in enumerate(accs):
+            run_id = f"afn/{task}/default/seed_{seed}"
+            (tmp_path / run_id).mkdir(parents=True)
+            record = {"method": "afn", "task": data_task, "seed": seed, "selected_by": "last",
+                      "target_acc": acc, "oracle_target_acc": acc}  # fmt: skip
+            (tmp_path / run_id / "result.json").write_text(json.dumps(record))
+            runs.append({"id": run_id, "configs": [], "params": {}, "seed": seed})
+    (tmp_path / "sweep.json").write_text(json.dumps({"sweep": "s.yaml", "spec": {}, "runs": runs}))
+    text = write_report(tmp_path, tmp_path / "out")
+    header = "| method | M->U | U->M [afn_only] | U->M [entropy_only] | avg | seeds |"
+    assert header in text
+    assert "| afn | 90.0 ± 0.0 | 75.0 ± 7.1 | 55.0 ± 7.1 | 73.3 | 2 |" in text
+
+
 @pytest.mark.slow
 def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch):
     pytest.importorskip("ray")
