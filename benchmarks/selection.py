@@ -29,7 +29,9 @@ from dalib.selection.regret import (
     across_grids,
     from_published,
     from_result,
+    grid_choice,
     grids,
+    paired_p,
     within_runs,
 )
 from dalib.selection.scores import tracked_scores
@@ -89,6 +91,18 @@ def grid_sizes(runs: list[RunScores]) -> list[str]:
     lines = [f"`{b}`: {len(n)} grids (method, task, seed) of {min(n)}-{max(n)} finished points "
              f"(8 planned each), {sum(n)} runs." for b, n in sorted(sizes.items())]  # fmt: skip
     return [*lines, ""]
+
+
+def top_two_p(runs: list[RunScores], benchmark: str, grid: dict, higher: dict[str, bool]) -> str:
+    """The runner-up score across ``benchmark``'s grids and the paired Wilcoxon p-value of its
+    grid-by-grid regret against the best score's: whether the order of the two means anything."""
+    ranked = sorted((k for k in grid if k != RANDOM), key=lambda k: grid[k]["mean"])
+    best, second = ranked[:2]
+    pairs = [(grid_choice(g, best, higher[best])[0], grid_choice(g, second, higher[second])[0])
+             for (b, *_), g in grids(runs).items() if b == benchmark]  # fmt: skip
+    p = paired_p([a - b for a, b in pairs if not (math.isnan(a) or math.isnan(b))])
+    return (f" The runner-up, `{second}` (regret {grid[second]['mean']:.2f}), against "
+            f"`{best}`: paired Wilcoxon p={p:.2g}.")  # fmt: skip
 
 
 def recommendation(benchmark: str, within: dict, grid: dict | None) -> str:
@@ -206,7 +220,11 @@ def main() -> None:
         *grid_sizes(runs),
         "## Recommendations (from the tables below)",
         "",
-        *(f"- {recommendation(b, within[b], grid.get(b))}" for b in sorted(within)),
+        *(
+            f"- {recommendation(b, within[b], grid.get(b))}"
+            + (top_two_p(runs, b, grid[b], higher) if b in grid else "")
+            for b in sorted(within)
+        ),
         "",
         "## Tables",
         *regret_sections(runs, higher),
