@@ -27,8 +27,11 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
+from dalib.catalogue import KINDS
+from dalib.describe import describe
+
 #: Options the objective fills in itself: not something a config sets.
-CONTEXT = ("in_features", "num_classes")
+CONTEXT = KINDS["discrepancies"].context
 
 
 @dataclass
@@ -66,14 +69,10 @@ class SphinxRoles(griffe.Extension):
 
 
 def options(factory: typing.Callable) -> list[tuple[str, str]]:
-    """The options a config can set, with their defaults as they would be written in YAML."""
-    rows = []
-    for name, parameter in inspect.signature(factory).parameters.items():
-        if name in CONTEXT or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        default = parameter.default
-        rows.append((name, "required" if default is parameter.empty else repr(default)))
-    return rows
+    """The options a config can set (as ``dalib list`` reads them), with their defaults as they
+    would be written in YAML."""
+    described = describe(factory.__name__, factory, CONTEXT).options
+    return [(o.name, "required" if o.required else repr(o.default)) for o in described]
 
 
 def measure_class(factory: typing.Callable) -> type:
