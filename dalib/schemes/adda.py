@@ -4,7 +4,7 @@ CVPR 2017)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from dalib.objective import Batch
 
 SOURCE_PARTS = ("backbone", "bottleneck", "head")
-ADVERSARIES = ("inverted_labels", "reversal")
+Adversary = Literal["inverted_labels", "reversal"]
+ADVERSARIES = get_args(Adversary)
 
 
 @SCHEMES.register("adda")
@@ -64,7 +65,7 @@ class AdversarialDiscriminativeAdaptation(Standard):
         network: Network,
         objective: Objective,
         source_fraction: float = 0.5,
-        adversary: str = "inverted_labels",
+        adversary: Adversary = "inverted_labels",
         warm_up_steps: int = 1000,
         reversal_max: float = 2.0,
     ):
