@@ -48,13 +48,14 @@ def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
 def split_shared_tasks(records: list[dict[str, Any]]) -> None:
     """Where a sweep's named tasks share one data task (an ablation: ``tasks: {afn_only: {...},
     entropy_only: {...}}`` on one dataset), name each run's task ``"<task> [<sweep task>]"`` so
-    that the tables keep the variants apart instead of pooling them as seeds."""
+    that the tables keep the variants apart instead of pooling them as seeds. Records from no
+    sweep (an earlier publication's, ``kept``) keep their task."""
+    swept = [record for record in records if "_sweep_task" in record]
     names: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        if "_sweep_task" in record:
-            names[record["task"]].add(record["_sweep_task"])
-    for record in records:
-        if len(names.get(record["task"], ())) > 1:
+    for record in swept:
+        names[record["task"]].add(record["_sweep_task"])
+    for record in swept:
+        if len(names[record["task"]]) > 1:
             record["task"] = f"{record['task']} [{record['_sweep_task']}]"
 
 

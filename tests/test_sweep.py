@@ -292,6 +292,13 @@ def test_report_keeps_apart_the_named_tasks_of_an_ablation_on_one_data_task(tmp_
     assert header in text
     assert "| afn | 90.0 ± 0.0 | 75.0 ± 7.1 | 55.0 ± 7.1 | 73.3 | 2 |" in text
 
+    # a run an earlier publication kept (no sweep task) keeps its data task beside them
+    kept = [{"method": "source_only", "task": "U->M", "seed": 0, "selected_by": "last",
+             "target_acc": 0.75, "oracle_target_acc": 0.75, "_params": {},
+             "_path": str(tmp_path / "earlier.json#source_only")}]  # fmt: skip
+    text = write_report(tmp_path, tmp_path / "out", kept=kept)
+    assert "| source_only |  | 75.0 ± 0.0 |  |  |  | 1 |" in text
+
 
 @pytest.mark.slow
 def test_ray_backend_runs_a_sweep_on_a_local_ray_instance(tmp_path, monkeypatch):
