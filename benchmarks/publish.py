@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dalib.records import load_records, scan_records
+from dalib.records import scan_records
 from dalib.report import swept_params, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,6 +76,10 @@ def target_check(
         lines += ["| " + " | ".join(r) + " |" for r in rows[:1]]
         lines += ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
         lines.append("")
+    if variants := sorted({r["variant"] for r in records if "variant" in r}):
+        named = ", ".join(variants)
+        return [*lines, f"Some columns are an ablation's variants of one task ({named}): no "
+                "average over tasks means anything; each variant's numbers are below."]  # fmt: skip
     averages = method_averages(records)
     all_tasks = len({r["task"] for r in records})
     floor = averages.get("source_only")
@@ -175,19 +179,19 @@ def main() -> None:
     if args.previous and not args.experiments:
         parser.error("--previous needs --experiments (the kept methods' references)")
     baselines = [(b.rsplit("=", 1)[0], float(b.rsplit("=", 1)[1])) for b in args.baseline]
+    new = scan_records(args.runs)[0]  # the report names the unreadable ones
     kept, kept_versions = [], {}
     if args.previous:
-        new = scan_records(args.runs)[0]
         swept_params(new, args.runs)  # gives each record its ``_params``, as the report does
-        new = [{**r, "params": r["_params"]} for r in new]
-        kept, kept_versions = kept_records(args.previous, new)
+        redone = [{**r, "params": r["_params"]} for r in new]
+        kept, kept_versions = kept_records(args.previous, redone)
     with tempfile.TemporaryDirectory() as tmp:
         report = write_report(args.runs, Path(tmp), kept=kept)
         records = json.loads((Path(tmp) / "records.json").read_text())
     references, labelled = (
         experiment_facts(args.experiments, {r["method"] for r in kept}) if kept else ({}, {})
     )
-    for record in load_records(args.runs):
+    for record in new:
         if record.get("reference"):
             references[record["method"]] = record["reference"]
         if k := record["config"]["data"].get("target_labels_per_class"):

@@ -48,8 +48,9 @@ def swept_params(records: list[dict[str, Any]], root: Path) -> list[str]:
 def split_shared_tasks(records: list[dict[str, Any]]) -> None:
     """Where a sweep's named tasks share one data task (an ablation: ``tasks: {afn_only: {...},
     entropy_only: {...}}`` on one dataset), name each run's task ``"<task> [<sweep task>]"`` so
-    that the tables keep the variants apart instead of pooling them as seeds. Records from no
-    sweep (an earlier publication's, ``kept``) keep their task."""
+    that the tables keep the variants apart instead of pooling them as seeds, and mark it
+    ``_variant`` (no average over such columns means anything). Records from no sweep (an earlier
+    publication's, ``kept``) keep their task."""
     swept = [record for record in records if "_sweep_task" in record]
     names: dict[str, set[str]] = defaultdict(set)
     for record in swept:
@@ -57,6 +58,7 @@ def split_shared_tasks(records: list[dict[str, Any]]) -> None:
     for record in swept:
         if len(names[record["task"]]) > 1:
             record["task"] = f"{record['task']} [{record['_sweep_task']}]"
+            record["_variant"] = record["_sweep_task"]
 
 
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -69,9 +71,12 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 def table(
     records: list[dict[str, Any]], varied: Sequence[str], key: str, scale: float = 100.0
 ) -> list[list[str]]:
-    """Rows of method × task cells ``mean ± std`` of ``key`` over seeds, plus the average."""
+    """Rows of method × task cells ``mean ± std`` of ``key`` over seeds, plus the average over
+    tasks (blank where some columns are an ablation's variants of one task: no average of those
+    means anything)."""
     digits = 1 if scale == 100.0 else 2
     tasks = sorted({r["task"] for r in records})
+    averaged = not any("_variant" in r for r in records)
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         cells[row_name(r, varied), r["task"]].append(r[key])
@@ -79,7 +84,8 @@ def table(
     for name in sorted({row_name(r, varied) for r in records}):
         means = [statistics.mean(cells[name, t]) for t in tasks if cells[name, t]]
         seeds = sorted({len(cells[name, t]) for t in tasks if cells[name, t]})
-        avg = f"{scale * statistics.mean(means):.{digits}f}" if len(means) == len(tasks) else ""
+        complete = averaged and len(means) == len(tasks)
+        avg = f"{scale * statistics.mean(means):.{digits}f}" if complete else ""
         row = [name, *(mean_std(cells[name, t], scale, digits) for t in tasks), avg]
         rows.append([*row, "/".join(map(str, seeds))])
     return rows
@@ -125,7 +131,8 @@ def sweep_commands(root: Path) -> list[str]:
 
 
 def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat entry per run, accuracies in percent, for committed benchmark results."""
+    """One flat entry per run, accuracies in percent, for committed benchmark results; a run of an
+    ablation's variant (``split_shared_tasks``) also names it (``variant``: its sweep task)."""
 
     def percent(value: float | None) -> float | None:
         return None if value is None else round(100 * value, 2)
@@ -148,6 +155,7 @@ def run_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "steps": r.get("steps"),
             "train_step_ms": r.get("train_step_ms"),
             "wall_time_s": r.get("wall_time_s"),
+            **({"variant": r["_variant"]} if "_variant" in r else {}),
         }
         for r in sorted(records, key=lambda r: (r["method"], r["task"], r["_path"]))
     ]
@@ -207,7 +215,8 @@ def write_report(
     split_shared_tasks(records)
     check_writable(out, "cannot write the report to")
     parts = [f"# Results in `{root}`", "", f"{len(records)} runs. Target accuracy (%), "
-             "mean ± std over seeds; `avg`: mean over tasks."]  # fmt: skip
+             "mean ± std over seeds; `avg`: mean over tasks (none where columns are an "
+             "ablation's variants of one task)."]  # fmt: skip
     if sweeps := sweep_commands(root):
         runs = ", ".join(f"`dalib sweep {s}`" for s in sweeps)
         parts += ["", f"Produced by {runs}, then `dalib report {root}`."]

@@ -1,12 +1,21 @@
 """benchmarks/publish.py: a sweep folder into committed results, keeping an earlier table's runs."""
 
+import importlib.util
 import json
-import subprocess
 import sys
 
 import yaml
 
 from tests.conftest import REPO
+
+
+def publish(monkeypatch, *arguments: str) -> None:
+    """``python benchmarks/publish.py ARGUMENTS``, in this process (torch is already loaded)."""
+    spec = importlib.util.spec_from_file_location("publish", REPO / "benchmarks" / "publish.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["publish.py", *arguments])
+    script.main()
 
 
 def write_run(folder, method, seed, acc, reference):
@@ -20,7 +29,7 @@ def write_run(folder, method, seed, acc, reference):
 
 
 def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones_they_redo(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     flat = {"benchmark": "toy", "task": "A->B", "params": {}, "selected_by": "last",
             "train_step_ms": 1.0, "wall_time_s": 2.0}  # fmt: skip
@@ -41,12 +50,9 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
     (experiments / "methods" / "source_only.yaml").write_text("model: {}\n")
     write_run(tmp_path / "runs" / "mcd" / "seed_0", "mcd", 0, 0.7, {"source": "none"})
     out = tmp_path / "out"
-    subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "publish.py"), str(tmp_path / "runs"), "toy",
-         "--command", "bash x.sh", "--previous", str(tmp_path / "toy.json"),
-         "--experiments", str(experiments), "--out", str(out), "--runs-at", "fed9876"],
-        check=True, cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+    publish(monkeypatch, str(tmp_path / "runs"), "toy", "--command", "bash x.sh",
+            "--previous", str(tmp_path / "toy.json"), "--experiments", str(experiments),
+            "--out", str(out), "--runs-at", "fed9876")  # fmt: skip
     records = json.loads((out / "toy.json").read_text())
     # each run names the version that made it: the new run this command's, a kept run its own
     # `commit`, or (a publication older than that field) the version its header names
@@ -74,3 +80,27 @@ def test_new_runs_join_the_runs_an_earlier_publication_kept_and_replace_the_ones
         "| method | last | rv |\n|---|---|---|\n| mcd | 70.0 | 60.0 |\n| source_only | 55.0 |  |"
         in text
     )
+
+
+def test_an_ablation_s_variants_of_one_task_get_no_average_over_tasks(tmp_path, monkeypatch):
+    """Named sweep tasks on one data task are an ablation's arms: the target check lists none
+    of them averaged (an average of arms is no result)."""
+    runs = []
+    for variant, acc in (("full", 0.6), ("no_entropy", 0.75)):
+        run_id = f"afn/{variant}/default/seed_0"
+        write_run(tmp_path / "runs" / run_id, "afn", 0, acc, None)
+        runs.append({"id": run_id, "configs": [], "params": {}, "seed": 0})
+    sweep = {"sweep": "ablation.yaml", "spec": {}, "runs": runs}
+    (tmp_path / "runs" / "sweep.json").write_text(json.dumps(sweep))
+    out = tmp_path / "out"
+    publish(monkeypatch, str(tmp_path / "runs"), "abl", "--command", "dalib sweep ablation.yaml",
+            "--out", str(out))  # fmt: skip
+    text = (out / "abl.md").read_text()
+    assert "Some columns are an ablation's variants of one task (full, no_entropy)" in text
+    assert "avg over tasks" not in text
+    assert "| afn | 60.0 ± 0.0 | 75.0 ± 0.0 |  | 1 |" in text
+    records = json.loads((out / "abl.json").read_text())
+    assert sorted((r["variant"], r["target_acc"]) for r in records) == [
+        ("full", 60.0),
+        ("no_entropy", 75.0),
+    ]

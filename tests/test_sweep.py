@@ -290,7 +290,11 @@ def test_report_keeps_apart_the_named_tasks_of_an_ablation_on_one_data_task(tmp_
     text = write_report(tmp_path, tmp_path / "out")
     header = "| method | M->U | U->M [afn_only] | U->M [entropy_only] | avg | seeds |"
     assert header in text
-    assert "| afn | 90.0 ± 0.0 | 75.0 ± 7.1 | 55.0 ± 7.1 | 73.3 | 2 |" in text
+    # no average over variants: it would mix the ablation's arms with the other task
+    assert "| afn | 90.0 ± 0.0 | 75.0 ± 7.1 | 55.0 ± 7.1 |  | 2 |" in text
+    variants = {r["variant"] for r in json.loads((tmp_path / "out" / "records.json").read_text())
+                if "variant" in r}  # fmt: skip
+    assert variants == {"afn_only", "entropy_only"}
 
     # a run an earlier publication kept (no sweep task) keeps its data task beside them
     kept = [{"method": "source_only", "task": "U->M", "seed": 0, "selected_by": "last",
