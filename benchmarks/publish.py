@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from dalib.records import scan_records
-from dalib.report import swept_params, write_report
+from dalib.report import markdown, swept_params, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,9 +83,7 @@ def target_check(
                          "" if best is None else f"{best[0] - number:+.1f}",
                          ref["source"]])  # fmt: skip
     if len(rows) > 1:
-        lines += ["| " + " | ".join(r) + " |" for r in rows[:1]]
-        lines += ["|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-        lines.append("")
+        lines += [markdown(rows), ""]
     if variants := sorted({r["variant"] for r in records if "variant" in r}):
         named = ", ".join(variants)
         return [*lines, f"Some columns are an ablation's variants of one task ({named}): no "
@@ -110,8 +108,7 @@ def target_check(
         row = [name, f"{avg:.2f}" + ("" if complete else " (partial)"), str(tasks), str(runs),
                vs_floor, *(f"{avg - value:+.2f}" for _, value in baselines)]  # fmt: skip
         rows.append(row)
-    lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines.append(markdown(rows))
     for label, value in baselines:
         lines.append(f"\n`{label}`: {value} (published; a shallow method, not run here).")
     return lines
