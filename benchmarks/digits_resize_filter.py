@@ -31,10 +31,20 @@ def bicubic_usps(raw: np.ndarray, size: int) -> torch.Tensor:
     return torch.as_tensor(np.stack(resized)).unsqueeze(1)
 
 
+def last_model(run: Path) -> Network:
+    """The network of a finished run folder's last checkpoint, in evaluation mode."""
+    return Network.from_checkpoint(run / "checkpoints" / "last.ckpt", "checkpoint").eval()
+
+
+def probabilities(network: Network, images: torch.Tensor) -> torch.Tensor:
+    """Softmax predictions (n, classes) of ``network`` on uint8 ``images``."""
+    with torch.no_grad():
+        return network(to_unit_range(images)).softmax(1)
+
+
 def accuracy(network: Network, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy (%) of ``network`` on uint8 ``images``."""
-    with torch.no_grad():
-        predictions = network(to_unit_range(images)).argmax(1)
+    predictions = probabilities(network, images).argmax(1)
     return 100.0 * (predictions == labels).float().mean().item()
 
 
@@ -55,7 +65,7 @@ def main() -> None:
     print("| run | bilinear, antialiased (dalib) | PIL default, bicubic (TLL) | difference |")
     print("|---|---|---|---|")
     for run in args.runs:
-        network = Network.from_checkpoint(run / "checkpoints" / "last.ckpt", "checkpoint").eval()
+        network = last_model(run)
         ours = accuracy(network, bilinear.images, bilinear.targets)
         theirs = accuracy(network, bicubic, bilinear.targets)
         name = "/".join(run.parts[-4:])
