@@ -45,14 +45,10 @@ def main() -> None:
         right = predicted == labels
         recall = [round(100 * right[labels == c].float().mean().item()) for c in range(classes)]
         counts = torch.bincount(predicted, minlength=classes).tolist()
-        name, share = "/".join(run.parts[-4:]), 100 * confident.float().mean()
-        accurate, confident_accurate = (
-            100 * right.float().mean(),
-            100 * right[confident].float().mean(),
-        )
+        share, confident_right = confident.float().mean(), right[confident].float().mean()
         print(
-            f"| {name} | {accurate:.1f} | {counts} | {recall} | {share:.1f}% "
-            f"| {confident_accurate:.1f} |"
+            f"| {'/'.join(run.parts[-4:])} | {100 * right.float().mean():.1f} | {counts} "
+            f"| {recall} | {100 * share:.1f}% | {100 * confident_right:.1f} |"
         )
 
 

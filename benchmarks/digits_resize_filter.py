@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets
 
 from dalib.data.digits import load_digits, to_unit_range
-from dalib.data.roots import data_root
 from dalib.network import Network
 
 
@@ -54,8 +52,8 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="data folder (default: DALIB_DATA)")
     args = parser.parse_args()
     bilinear = load_digits("USPS", False, 1, 28, args.root, False)
-    raw = np.asarray(datasets.USPS(str(data_root(args.root)), train=False).data, dtype=np.uint8)
-    bicubic = bicubic_usps(raw, 28)
+    native = load_digits("USPS", False, 1, 16, args.root, False)  # 16x16: no resize
+    bicubic = bicubic_usps(native.images[:, 0].numpy(), 28)
     print("# Test-time resize filter: USPS test accuracy (%) of each run's last model\n")
     print(
         "Produced by `python benchmarks/digits_resize_filter.py "
